@@ -1,0 +1,231 @@
+"""The ``gmreg-lab`` command line: train, evaluate, transfer, sweep.
+
+Bad input prints one line ``gmreg-lab: error: ...`` and exits with status 2; no traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from pathlib import Path
+
+from .errors import GmregError
+
+EPILOG = """examples:
+  gmreg-lab train --dataset mnist --model lenet_plus --method proposed --eps 0.3 --lam 5 --epochs 1 --out runs/p
+  gmreg-lab evaluate runs/p --attacks clean,fgsm,ifgsm:40,pgd:40,pgd:100 --eps 0.3 --limit 1000
+"""
+
+
+def _floats(text: str) -> list[float]:
+    try:
+        return [float(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated numbers, got {text!r}") from None
+
+
+def _common(p, data=True):
+    p.add_argument("--device", default="auto", help="auto (default), cpu or cuda")
+    p.add_argument("--json", action="store_true", help="print machine-readable JSON instead of a table")
+    if data:
+        p.add_argument("--data-dir", default=None, help="dataset folder (default $GMREG_DATA_DIR or the repo's data/)")
+        p.add_argument("--limit", type=int, default=None, help="use only the first N test images")
+        p.add_argument("--batch-size", type=int, default=1000, help="attack batch size (default 1000)")
+        p.add_argument("--precision", default="fp32", help="fp32 (default) or bf16 autocast for the attacks")
+        p.add_argument("--seed", type=int, default=0, help="seed of the attacks' random starts")
+        p.add_argument("--which", default="best", help="best (validation-selected epoch, default) or last")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(prog="gmreg-lab", description=__doc__.splitlines()[0], epilog=EPILOG,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = ap.add_subparsers(dest="command", required=True)
+
+    t = sub.add_parser("train", help="train a model with one of the paper's methods")
+    t.add_argument("--out", required=True, help="run directory to write")
+    t.add_argument("--dataset", default="mnist")
+    t.add_argument("--model", default=None, help="lenet_plus, a, b, c, d (MNIST); resnet18/34, vgg11/16/19 (CIFAR)")
+    t.add_argument("--method", default="proposed", help="normal, fgsm, rfgsm, fgsm_rfgsm, eat, pgd, proposed")
+    t.add_argument("--eps", type=float, default=None, help="training epsilon in pixels (0.3 MNIST, 8/255 CIFAR)")
+    t.add_argument("--alpha", type=float, default=None, help="R-FGSM noise size (0.01 MNIST, 2/255 CIFAR)")
+    t.add_argument("--lam", type=float, default=5.0, help="lambda of Eq. 8 (default 5)")
+    t.add_argument("--epochs", type=int, default=None)
+    t.add_argument("--batch-size", type=int, default=None)
+    t.add_argument("--lr", type=float, default=None)
+    t.add_argument("--pgd-steps", type=int, default=None)
+    t.add_argument("--pgd-step-size", type=float, default=None)
+    t.add_argument("--eat-sources", default="", help="comma-separated run directories of static models (EAT)")
+    t.add_argument("--limit", type=int, default=None, help="train on the first N training images only")
+    t.add_argument("--val-size", type=int, default=None)
+    t.add_argument("--log-every", type=int, default=50)
+    t.add_argument("--precision", default="bf16", help="bf16 (default) or fp32")
+    t.add_argument("--seed", type=int, default=0)
+    t.add_argument("--data-dir", default=None)
+    t.add_argument("--download", action="store_true", help="download CIFAR-10 if missing (needs internet)")
+    t.add_argument("--resume", action="store_true", help="continue the run in --out (or reuse it when complete)")
+    t.add_argument("--overwrite", action="store_true", help="replace whatever run --out holds")
+    t.add_argument("--no-progress", action="store_true")
+    _common(t, data=False)
+
+    e = sub.add_parser("evaluate", help="white-box accuracy of a run under a list of attacks")
+    e.add_argument("run", help="run directory (or checkpoint file)")
+    e.add_argument("--attacks", default="clean,fgsm,ifgsm:40,pgd:40,pgd:100")
+    e.add_argument("--eps", type=float, default=None, help="attack epsilon (default: the run's training eps)")
+    _common(e)
+
+    tr = sub.add_parser("transfer", help="black-box: adversaries from a source run, accuracy of a target run")
+    tr.add_argument("--source", required=True)
+    tr.add_argument("--target", required=True)
+    tr.add_argument("--attack", default="fgsm")
+    tr.add_argument("--eps", type=float, default=None)
+    _common(tr)
+
+    s = sub.add_parser("sweep", help="accuracy and mean loss vs epsilon (Fig. 3/4)")
+    s.add_argument("run")
+    s.add_argument("--attacks", default="pgd:40,fgsm")
+    s.add_argument("--eps-list", type=_floats, default=None, help="comma-separated epsilons (default 0..2x train eps)")
+    s.add_argument("--save", default=None, help="also write the result as JSON to this file")
+    _common(s)
+    return ap
+
+
+def _device(name):
+    from .train import resolve_device
+    return resolve_device(name)
+
+
+def _test_set(args, dataset, device):
+    from . import data
+    return data.load(dataset, "test", args.data_dir, device=device).tensors(args.limit)
+
+
+def cmd_train(args) -> int:
+    from .config import TrainConfig
+    from .train import train
+
+    cfg = TrainConfig(
+        dataset=args.dataset, model=args.model, method=args.method, eps=args.eps, alpha=args.alpha, lam=args.lam,
+        epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, pgd_steps=args.pgd_steps,
+        pgd_step_size=args.pgd_step_size, eat_sources=tuple(s for s in args.eat_sources.split(",") if s),
+        limit=args.limit, val_size=args.val_size, log_every=args.log_every, precision=args.precision,
+        seed=args.seed)
+    if args.download and cfg.dataset == "cifar10":
+        from . import data
+        data.load_cifar10("train", args.data_dir, download=True)
+        data.load_cifar10("test", args.data_dir, download=True)
+    result = train(cfg, args.out, device=_device(args.device), data_dir=args.data_dir, resume=args.resume,
+                   overwrite=args.overwrite, progress=not args.no_progress)
+    m = result.metrics
+    if args.json:
+        print(json.dumps(m, indent=2, default=str))
+    else:
+        last = [r for r in result.history if r.get("event") == "log"]
+        print(f"trained {cfg.model} on {cfg.dataset} with {cfg.method}: {m['epochs_done']} epochs, "
+              f"{m['seconds_per_epoch']:.1f} s/epoch" if m.get("seconds_per_epoch") else "trained")
+        if last:
+            r = last[-1]
+            print(f"probe on {cfg.probe_size} validation images at eps={cfg.eps:g}: clean {r['acc_clean']:.1f}%  "
+                  f"FGSM {r['acc_fgsm']:.1f}%  PGD-{cfg.probe_pgd_steps} {r['acc_pgd']:.1f}%  "
+                  f"FGSM/R-FGSM logit distance {r['logit_dist']:.3f}")
+        print(f"run saved in {args.out}")
+    return 0
+
+
+def _run_eps(run, eps):
+    from .runs import load_checkpoint
+    ckpt = load_checkpoint(run)
+    return ckpt["dataset"], (eps if eps is not None else ckpt["config"]["eps"])
+
+
+def cmd_evaluate(args) -> int:
+    from .evaluate import evaluate, format_table
+    from .runs import checkpoint_path, load_model, read_json, write_json
+
+    dev = _device(args.device)
+    dataset, eps = _run_eps(args.run, args.eps)
+    model = load_model(args.run, which=args.which, device=dev)
+    x, y = _test_set(args, dataset, dev)
+    res = evaluate(model, x, y, args.attacks, eps, batch_size=args.batch_size, precision=args.precision,
+                   seed=args.seed, progress=True)
+    run_dir = checkpoint_path(args.run).parent
+    metrics_file = run_dir / "metrics.json"
+    metrics = read_json(metrics_file) if metrics_file.exists() else {}
+    key = f"eps={eps:g} n={len(y)} model={args.which} precision={args.precision} seed={args.seed}"
+    metrics.setdefault("evaluations", {}).setdefault(key, {}).update(res)
+    write_json(metrics_file, metrics)
+    if args.json:
+        print(json.dumps({"eps": eps, "n": len(y), "results": res}, indent=2))
+    else:
+        print(format_table(res, f"{args.run}: white-box, eps={eps:g}, {len(y)} test images ({args.which} epoch)"))
+    return 0
+
+
+def cmd_transfer(args) -> int:
+    from .evaluate import format_table, transfer
+    from .runs import load_model
+
+    dev = _device(args.device)
+    dataset, eps = _run_eps(args.target, args.eps)
+    source = load_model(args.source, which=args.which, device=dev, dataset=dataset)
+    target = load_model(args.target, which=args.which, device=dev)
+    x, y = _test_set(args, dataset, dev)
+    res = {f"{args.attack} from source": transfer(source, target, x, y, args.attack, eps,
+                                                  batch_size=args.batch_size, precision=args.precision,
+                                                  seed=args.seed)}
+    if args.json:
+        print(json.dumps({"eps": eps, "n": len(y), "source": args.source, "target": args.target, "results": res}))
+    else:
+        print(format_table(res, f"black-box: {args.source} -> {args.target}, eps={eps:g}, {len(y)} test images"))
+    return 0
+
+
+def cmd_sweep(args) -> int:
+    from .evaluate import sweep
+    from .runs import load_model, write_json
+
+    dev = _device(args.device)
+    dataset, eps = _run_eps(args.run, None)
+    eps_list = args.eps_list or [round(eps * i / 5, 6) for i in range(11)]
+    model = load_model(args.run, which=args.which, device=dev)
+    x, y = _test_set(args, dataset, dev)
+    res = sweep(model, x, y, args.attacks, eps_list, batch_size=args.batch_size, precision=args.precision,
+                seed=args.seed, progress=True)
+    if args.save:
+        write_json(args.save, {"run": str(args.run), "n": len(y), **res})
+    if args.json:
+        print(json.dumps(res))
+    else:
+        labels = [k for k in res if k != "eps"]
+        print(f"{args.run}: accuracy % (mean loss) vs eps, {len(y)} test images")
+        print(f"{'eps':>8}" + "".join(f"{lab:>20}" for lab in labels))
+        for i, e in enumerate(res["eps"]):
+            print(f"{e:>8.4f}" + "".join(f"{res[lab]['acc'][i]:>11.2f} ({res[lab]['loss'][i]:>6.3f})"
+                                         for lab in labels))
+    return 0
+
+
+COMMANDS = {"train": cmd_train, "evaluate": cmd_evaluate, "transfer": cmd_transfer, "sweep": cmd_sweep}
+
+
+def main(argv=None) -> int:
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    args = build_parser().parse_args(argv)
+    if getattr(args, "limit", None) is not None and args.limit < 1:
+        return _fail(f"--limit must be >= 1, got {args.limit}")
+    if getattr(args, "batch_size", None) is not None and args.batch_size < 1:
+        return _fail(f"--batch-size must be >= 1, got {args.batch_size}")
+    try:
+        return COMMANDS[args.command](args)
+    except GmregError as e:
+        return _fail(str(e))
+    except KeyboardInterrupt:
+        out = getattr(args, "out", None)
+        return _fail("interrupted" + (f"; finished epochs are saved in {out}: continue with --resume"
+                                      if out else ""), code=130)
+
+
+def _fail(msg: str, code: int = 2) -> int:
+    print(f"gmreg-lab: error: {msg}", file=sys.stderr)
+    return code

@@ -1,0 +1,139 @@
+"""`TrainConfig`: every setting of a training run, validated in one place.
+
+Defaults that depend on the dataset are written as ``None`` and resolved when the config is made, so the saved config
+always holds concrete numbers. MNIST defaults follow the authors' released code for this method (see
+``shared/notes/paper-settings.md`` in the project and REPRODUCTION.md); CIFAR-10 defaults follow the same source.
+Variants are made with :func:`dataclasses.replace`, which re-runs the validation.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+from dataclasses import dataclass, field
+from typing import Any, Optional
+
+from .errors import GmregError
+
+DATASETS = ("mnist", "cifar10")
+METHODS = ("normal", "fgsm", "rfgsm", "fgsm_rfgsm", "eat", "pgd", "proposed")
+PRECISIONS = ("fp32", "bf16")
+
+# Dataset-dependent defaults (pixel units for every epsilon / step size).
+DATASET_DEFAULTS: dict[str, dict[str, Any]] = {
+    "mnist": dict(model="lenet_plus", eps=0.3, alpha=0.01, epochs=20, batch_size=32, lr=0.01,
+                  lr_milestones=(5, 10, 15),
+                  pgd_steps=40, pgd_step_size=0.01, val_size=10_000),
+    "cifar10": dict(model="resnet34", eps=8 / 255, alpha=2 / 255, epochs=100, batch_size=64, lr=0.1,
+                    lr_milestones=(25, 50, 75),
+                    pgd_steps=7, pgd_step_size=2 / 255, val_size=10_000),
+}
+
+
+def _check(cond: bool, msg: str) -> None:
+    if not cond:
+        raise GmregError(msg)
+
+
+def check_choice(kind: str, value: str, valid) -> None:
+    """Raise a GmregError listing the valid names when ``value`` is not one of them."""
+    _check(value in valid, f"unknown {kind} {value!r}; valid: {', '.join(valid)}")
+
+
+def check_eps(eps: float, name: str = "eps") -> None:
+    _check(isinstance(eps, (int, float)) and math.isfinite(eps) and 0.0 <= eps <= 1.0,
+           f"{name} must be a number in [0, 1] (pixel units), got {eps!r}")
+
+
+def _pos_int(value, name: str) -> None:
+    _check(isinstance(value, int) and not isinstance(value, bool) and value >= 1,
+           f"{name} must be an integer >= 1, got {value!r}")
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    dataset: str = "mnist"
+    model: Optional[str] = None             # architecture name; None -> lenet_plus (MNIST) / resnet34 (CIFAR-10)
+    method: str = "proposed"                # one of METHODS
+    eps: Optional[float] = None             # L-inf radius of training adversaries, pixels in [0, 1]; 0.3 / 8/255
+    alpha: Optional[float] = None           # R-FGSM noise size, pixels (Eq. 2); 0.01 (MNIST) / 2/255 (CIFAR-10)
+    lam: float = 5.0                        # lambda of Eq. 8 (only for method "proposed"; 0 = the ablation)
+    epochs: Optional[int] = None            # passes over the training set; 20 / 100
+    batch_size: Optional[int] = None        # clean samples per minibatch (m of Algorithm 1); 32 / 64
+    lr: Optional[float] = None              # initial SGD learning rate; 0.01 / 0.1
+    momentum: float = 0.9                   # SGD momentum
+    weight_decay: float = 5e-4              # L2 weight decay
+    lr_milestones: Optional[tuple] = None   # epochs after which lr is multiplied by lr_gamma; (5,10,15) / (25,50,75)
+    lr_gamma: float = 0.2                   # step-policy factor (÷5)
+    pgd_steps: Optional[int] = None         # PGD-AT inner steps; 40 (MNIST) / 7 (CIFAR-10)
+    pgd_step_size: Optional[float] = None   # PGD-AT step, pixels; 0.01 / 2/255
+    eat_sources: tuple = ()                 # EAT: run directories of static pre-trained source models
+    val_size: Optional[int] = None          # images held out of the training split for validation; 10000
+    limit: Optional[int] = None             # train on only the first `limit` training images (quick runs)
+    select_best: bool = True                # keep the epoch with the best validation I-FGSM-3 accuracy too
+    select_size: int = 1000                 # validation images used for that selection
+    log_every: int = 50                     # iterations between history rows
+    probe_size: int = 200                   # fixed validation images for the per-row probes
+    probe_pgd_steps: int = 10               # PGD steps of the cheap robustness probe (step 2.5·eps/steps)
+    precision: str = "bf16"                 # "bf16" autocast (fast on AVX-512-bf16 CPUs and GPUs) or "fp32"
+    channels_last: bool = True              # NHWC memory layout for conv models
+    seed: int = 0                           # seeds init, data order, dropout and attack noise
+    augment: Optional[bool] = None          # random crop + flip; None -> True for CIFAR-10, False for MNIST
+
+    def __post_init__(self) -> None:
+        check_choice("dataset", self.dataset, DATASETS)
+        check_choice("method", self.method, METHODS)
+        check_choice("precision", self.precision, PRECISIONS)
+        for key, value in DATASET_DEFAULTS[self.dataset].items():
+            if getattr(self, key) is None:
+                object.__setattr__(self, key, value)
+        if self.augment is None:
+            object.__setattr__(self, "augment", self.dataset == "cifar10")
+        object.__setattr__(self, "lr_milestones", tuple(float(m) for m in self.lr_milestones))
+        object.__setattr__(self, "eat_sources", tuple(str(s) for s in self.eat_sources))
+        from .models import check_model  # local import: models imports torch, config stays light
+        check_model(self.model, self.dataset)
+        check_eps(self.eps, "eps")
+        check_eps(self.alpha, "alpha")
+        _check(self.method not in ("rfgsm", "fgsm_rfgsm", "proposed") or self.alpha <= self.eps,
+               f"alpha ({self.alpha}) must not exceed eps ({self.eps}): R-FGSM steps eps - alpha after the noise")
+        check_eps(self.pgd_step_size, "pgd_step_size")
+        _check(isinstance(self.lam, (int, float)) and math.isfinite(self.lam) and self.lam >= 0,
+               f"lam must be a finite number >= 0, got {self.lam!r}")
+        for name in ("epochs", "batch_size", "pgd_steps", "log_every", "probe_size", "probe_pgd_steps",
+                     "select_size"):
+            _pos_int(getattr(self, name), name)
+        _check(isinstance(self.val_size, int) and self.val_size >= 0, f"val_size must be >= 0, got {self.val_size!r}")
+        if self.limit is not None:
+            _pos_int(self.limit, "limit")
+        _check(isinstance(self.lr, (int, float)) and math.isfinite(self.lr) and self.lr > 0,
+               f"lr must be > 0, got {self.lr!r}")
+        _check(0 <= self.momentum < 1, f"momentum must be in [0, 1), got {self.momentum!r}")
+        _check(self.weight_decay >= 0, f"weight_decay must be >= 0, got {self.weight_decay!r}")
+        _check(0 < self.lr_gamma <= 1, f"lr_gamma must be in (0, 1], got {self.lr_gamma!r}")
+        _check(all(math.isfinite(m) and m > 0 for m in self.lr_milestones),
+               f"lr_milestones must be positive epoch counts, got {self.lr_milestones!r}")
+        _check(self.method != "eat" or len(self.eat_sources) > 0,
+               "method 'eat' needs eat_sources: run directories of static pre-trained models")
+
+    # --- serialisation -------------------------------------------------------------------------------------------
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), indent=2, sort_keys=True)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "TrainConfig":
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(d) - known)
+        _check(not unknown, f"unknown config keys: {', '.join(unknown)}")
+        d = dict(d)
+        for key in ("lr_milestones", "eat_sources"):
+            if key in d:
+                d[key] = tuple(d[key])
+        return cls(**d)
+
+    def replace(self, **changes) -> "TrainConfig":
+        return dataclasses.replace(self, **changes)

@@ -1,0 +1,168 @@
+"""Evaluation: white-box tables (Table 3/4), black-box transfer (Table 5/6), and accuracy / loss vs epsilon
+(Fig. 1-4). Attacks run with the model in eval mode, in large batches; clean passes under ``torch.inference_mode``.
+
+Attack specs are short strings: ``clean``, ``fgsm``, ``rfgsm[:alpha]``, ``ifgsm:STEPS``,
+``pgd:STEPS[:STEP_SIZE[:RESTARTS]]`` (PGD step size defaults to 0.01 on MNIST, 2/255 on CIFAR-10).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Iterable, Optional, Sequence
+
+import torch
+import torch.nn.functional as F
+
+from .attacks import fgsm, ifgsm, pgd, rfgsm
+from .config import DATASET_DEFAULTS, check_eps
+from .errors import GmregError
+from .train import autocast
+
+ATTACK_NAMES = ("clean", "fgsm", "rfgsm", "ifgsm", "pgd")
+
+
+@dataclass(frozen=True)
+class Attack:
+    name: str
+    steps: int = 1
+    step_size: Optional[float] = None   # PGD step (pixels); R-FGSM: alpha
+    restarts: int = 1
+
+    @property
+    def label(self) -> str:
+        if self.name in ("ifgsm", "pgd"):
+            return f"{self.name}-{self.steps}" + (f"x{self.restarts}" if self.restarts > 1 else "")
+        return self.name
+
+    def run(self, model, x, y, eps: float, generator=None):
+        if self.name == "clean" or eps == 0:
+            return x
+        if self.name == "fgsm":
+            return fgsm(model, x, y, eps)
+        if self.name == "rfgsm":
+            return rfgsm(model, x, y, eps, min(self.step_size, eps), generator=generator)
+        if self.name == "ifgsm":
+            return ifgsm(model, x, y, eps, self.steps)
+        return pgd(model, x, y, eps, self.step_size, self.steps, restarts=self.restarts, generator=generator)
+
+
+def parse_attack(spec: str, dataset: str = "mnist") -> Attack:
+    """``"pgd:40"`` -> Attack("pgd", 40, 0.01). Unknown names list the valid ones."""
+    if isinstance(spec, Attack):
+        return spec
+    parts = str(spec).strip().lower().split(":")
+    name, args = parts[0], parts[1:]
+    if name not in ATTACK_NAMES:
+        raise GmregError(f"unknown attack {name!r}; valid: {', '.join(ATTACK_NAMES)} "
+                         f"(e.g. clean,fgsm,ifgsm:40,pgd:40,pgd:100:0.01:5)")
+    defaults = DATASET_DEFAULTS.get(dataset, DATASET_DEFAULTS["mnist"])
+    try:
+        if name in ("clean", "fgsm"):
+            if args:
+                raise ValueError
+            return Attack(name)
+        if name == "rfgsm":
+            if len(args) > 1:
+                raise ValueError
+            alpha = float(args[0]) if args else defaults["alpha"]
+            check_eps(alpha, "R-FGSM alpha")
+            return Attack(name, 1, alpha)
+        if len(args) == 0 or (name == "ifgsm" and len(args) > 1) or len(args) > 3:
+            raise ValueError
+        steps = int(args[0])
+        step = float(args[1]) if len(args) > 1 else defaults["pgd_step_size"]
+        restarts = int(args[2]) if len(args) > 2 else 1
+    except ValueError:
+        raise GmregError(f"cannot parse attack {spec!r}; forms: clean, fgsm, rfgsm[:alpha], ifgsm:STEPS, "
+                         f"pgd:STEPS[:STEP_SIZE[:RESTARTS]]") from None
+    if steps < 1 or restarts < 1:
+        raise GmregError(f"attack {spec!r}: steps and restarts must be >= 1")
+    check_eps(step, "PGD step size")
+    return Attack(name, steps, step, restarts)
+
+
+def parse_attacks(specs, dataset: str = "mnist") -> list[Attack]:
+    if isinstance(specs, str):
+        specs = [s for s in specs.split(",") if s.strip()]
+    attacks = [parse_attack(s, dataset) for s in specs]
+    if not attacks:
+        raise GmregError("no attacks given")
+    return attacks
+
+
+def _batches(x, y, batch_size):
+    for i in range(0, len(y), batch_size):
+        yield x[i:i + batch_size], y[i:i + batch_size]
+
+
+def attack_stats(model, attack: Attack, x, y, eps: float, *, source=None, batch_size: int = 1000,
+                 precision: str = "fp32", seed: int = 0) -> dict:
+    """Accuracy (%) and mean cross-entropy of ``model`` on ``attack`` adversaries of (x, y) at ``eps``.
+
+    ``source``: craft the adversaries on this model instead (black-box transfer).
+    """
+    check_eps(eps)
+    source = model if source is None else source
+    model.eval()
+    source.eval()
+    gen = torch.Generator(device=x.device).manual_seed(seed)
+    correct = torch.zeros((), device=x.device)
+    loss = torch.zeros((), device=x.device)
+    with autocast(x.device, precision):
+        for xb, yb in _batches(x, y, batch_size):
+            xa = attack.run(source, xb, yb, eps, generator=gen)
+            with torch.inference_mode():
+                logits = model(xa).float()
+                correct += (logits.argmax(1) == yb).sum()
+                loss += F.cross_entropy(logits, yb, reduction="sum")
+    n = len(y)
+    return {"acc": float(correct) * 100 / n, "loss": float(loss) / n}
+
+
+def evaluate(model, x, y, attacks, eps: float, *, batch_size: int = 1000, precision: str = "fp32",
+             seed: int = 0, progress: bool = False) -> dict:
+    """White-box table: ``{label: {"acc": %, "loss": mean CE}}`` for every attack spec, at ``eps``."""
+    from tqdm.auto import tqdm
+
+    dataset = getattr(model, "dataset", "mnist")
+    out = {}
+    for a in tqdm(parse_attacks(attacks, dataset), desc="attacks", disable=not progress, leave=False):
+        out[a.label] = attack_stats(model, a, x, y, eps, batch_size=batch_size, precision=precision, seed=seed)
+    return out
+
+
+def transfer(source, target, x, y, attack="fgsm", eps: float = 0.3, **kw) -> dict:
+    """Black-box: adversaries crafted on ``source``, accuracy and loss of ``target`` on them."""
+    return attack_stats(target, parse_attack(attack, getattr(target, "dataset", "mnist")), x, y, eps,
+                        source=source, **kw)
+
+
+def sweep(model, x, y, attacks, eps_values: Sequence[float], *, batch_size: int = 1000, precision: str = "fp32",
+          seed: int = 0, progress: bool = False) -> dict:
+    """Accuracy and mean loss vs epsilon for each attack (Fig. 1/2 bottom, Fig. 3, Fig. 4).
+
+    Returns ``{"eps": [...], "<label>": {"acc": [...], "loss": [...]}, ...}``.
+    """
+    from tqdm.auto import tqdm
+
+    eps_values = [float(e) for e in eps_values]
+    for e in eps_values:
+        check_eps(e)
+    dataset = getattr(model, "dataset", "mnist")
+    out: dict = {"eps": eps_values}
+    todo = [(a, e) for a in parse_attacks(attacks, dataset) for e in eps_values]
+    for a, e in tqdm(todo, desc="sweep", disable=not progress, leave=False):
+        r = attack_stats(model, a, x, y, e, batch_size=batch_size, precision=precision, seed=seed)
+        entry = out.setdefault(a.label, {"acc": [], "loss": []})
+        entry["acc"].append(r["acc"])
+        entry["loss"].append(r["loss"])
+    return out
+
+
+def format_table(results: dict, title: str = "") -> str:
+    """A plain-text table of ``{label: {"acc", "loss"}}``."""
+    lines = [title] if title else []
+    lines.append(f"{'attack':<14}{'accuracy %':>12}{'mean loss':>12}")
+    for label, r in results.items():
+        lines.append(f"{label:<14}{r['acc']:>12.2f}{r['loss']:>12.4f}")
+    return "\n".join(lines)

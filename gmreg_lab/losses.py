@@ -1,0 +1,26 @@
+"""The training losses: Eq. 8 of the paper and the logit-distance diagnostic."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+
+def logit_sq_dist(logits_a: torch.Tensor, logits_b: torch.Tensor) -> torch.Tensor:
+    """Mean over the batch of the squared L2 distance between two logit tensors (Eq. 8's regulariser)."""
+    return (logits_a.float() - logits_b.float()).pow(2).sum(1).mean()
+
+
+def logit_dist(logits_a: torch.Tensor, logits_b: torch.Tensor) -> torch.Tensor:
+    """Mean over the batch of the (not squared) L2 distance: the diagnostic of the paper's Fig. 1/2."""
+    return (logits_a.float() - logits_b.float()).norm(dim=1).mean()
+
+
+def proposed_loss(logits_fgsm, logits_rfgsm, y, lam: float):
+    """Eq. 8: mean CE on the FGSM adversaries + lam * mean squared L2 distance of FGSM and R-FGSM logits.
+
+    Returns ``(loss, ce, reg)``; ``reg`` is the unweighted regulariser.
+    """
+    ce = F.cross_entropy(logits_fgsm.float(), y)
+    reg = logit_sq_dist(logits_fgsm, logits_rfgsm)
+    return ce + lam * reg, ce, reg

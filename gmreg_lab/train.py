@@ -1,0 +1,389 @@
+"""One training loop for every method of the paper; each method is a small step function in ``STEPS``.
+
+A step function gets the context and a clean minibatch ``(x, y)`` and returns ``(loss, parts)``: the loss to
+back-propagate and a dict of scalar tensors to log. Adversaries are crafted with the model in eval mode (no
+dropout/batch-norm noise in the attack, as in the authors' code) and the loss pass runs in train mode.
+
+The loop keeps metrics on the device and reads them only every ``log_every`` iterations, writes the run directory
+atomically at every epoch end, resumes bit for bit, and stops with a clear error on a NaN/Inf loss.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import math
+import random
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Optional
+
+import torch
+import torch.nn.functional as F
+
+from . import data as data_mod
+from .attacks import fgsm, fgsm_rfgsm, ifgsm, pgd, rfgsm
+from .config import TrainConfig
+from .diagnostics import probe
+from .errors import GmregError, TrainingDiverged
+from .losses import proposed_loss
+from .models import build
+from .runs import (CHECKPOINT, environment_info, load_checkpoint, load_model, read_json, save_checkpoint,
+                   write_csv, write_json)
+
+log = logging.getLogger(__name__)
+
+
+# --- step functions -------------------------------------------------------------------------------------------------
+@dataclass
+class StepContext:
+    model: torch.nn.Module
+    cfg: TrainConfig
+    generator: torch.Generator                       # attack noise (R-FGSM sign noise, PGD start)
+    sources: list = field(default_factory=list)      # EAT: static pre-trained models
+
+
+def _ce(model, x, y):
+    model.train()
+    return F.cross_entropy(model(x).float(), y)
+
+
+def step_normal(ctx, x, y):
+    ce = _ce(ctx.model, x, y)
+    return ce, {"ce": ce}
+
+
+def step_fgsm(ctx, x, y):
+    ctx.model.eval()
+    ce = _ce(ctx.model, fgsm(ctx.model, x, y, ctx.cfg.eps), y)
+    return ce, {"ce": ce}
+
+
+def step_rfgsm(ctx, x, y):
+    ctx.model.eval()
+    ce = _ce(ctx.model, rfgsm(ctx.model, x, y, ctx.cfg.eps, ctx.cfg.alpha, generator=ctx.generator), y)
+    return ce, {"ce": ce}
+
+
+def step_fgsm_rfgsm(ctx, x, y):
+    """Ablation (i): a minibatch holding both FGSM and R-FGSM adversaries, plain CE on all of it."""
+    ctx.model.eval()
+    x_f, x_r = fgsm_rfgsm(ctx.model, x, y, ctx.cfg.eps, ctx.cfg.alpha, generator=ctx.generator)
+    ce = _ce(ctx.model, torch.cat([x_f, x_r]), torch.cat([y, y]))
+    return ce, {"ce": ce}
+
+
+def step_eat(ctx, x, y):
+    """Ensemble adversarial training (Tramèr et al.): half clean, half FGSM adversaries from a source picked
+    uniformly among the static pre-trained models and the model being trained, with predicted labels."""
+    pick = int(torch.randint(len(ctx.sources) + 1, (1,), generator=ctx.generator, device=ctx.generator.device))
+    source = ctx.model if pick == len(ctx.sources) else ctx.sources[pick]
+    ctx.model.eval()
+    x_adv = fgsm(source, x, None, ctx.cfg.eps)
+    ctx.model.train()
+    logits = ctx.model(torch.cat([x, x_adv])).float()
+    n = x.shape[0]
+    ce = 0.5 * F.cross_entropy(logits[:n], y) + 0.5 * F.cross_entropy(logits[n:], y)
+    return ce, {"ce": ce}
+
+
+def step_pgd(ctx, x, y):
+    cfg = ctx.cfg
+    ctx.model.eval()
+    x_adv = pgd(ctx.model, x, y, cfg.eps, cfg.pgd_step_size, cfg.pgd_steps, generator=ctx.generator)
+    ce = _ce(ctx.model, x_adv, y)
+    return ce, {"ce": ce}
+
+
+def step_proposed(ctx, x, y):
+    """Algorithm 1: FGSM and R-FGSM adversaries of the same clean samples (one fused gradient pass), one forward
+    pass over B* = [B1, B2], loss Eq. 8."""
+    cfg = ctx.cfg
+    ctx.model.eval()
+    x_f, x_r = fgsm_rfgsm(ctx.model, x, y, cfg.eps, cfg.alpha, generator=ctx.generator)
+    ctx.model.train()
+    logits = ctx.model(torch.cat([x_f, x_r]))
+    n = x.shape[0]
+    loss, ce, reg = proposed_loss(logits[:n], logits[n:], y, cfg.lam)
+    return loss, {"ce": ce, "reg": reg}
+
+
+STEPS: dict[str, Callable] = {"normal": step_normal, "fgsm": step_fgsm, "rfgsm": step_rfgsm,
+                              "fgsm_rfgsm": step_fgsm_rfgsm, "eat": step_eat, "pgd": step_pgd,
+                              "proposed": step_proposed}
+
+
+# --- helpers --------------------------------------------------------------------------------------------------------
+def resolve_device(device="auto") -> torch.device:
+    if isinstance(device, torch.device):
+        return device
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if device not in ("cpu", "cuda") and not str(device).startswith("cuda:"):
+        raise GmregError(f"unknown device {device!r}; valid: auto, cpu, cuda")
+    if str(device).startswith("cuda") and not torch.cuda.is_available():
+        raise GmregError("device 'cuda' was asked for but no CUDA GPU is available; use --device cpu or auto")
+    return torch.device(device)
+
+
+def autocast(device: torch.device, precision: str):
+    if precision == "bf16":
+        return torch.autocast(device.type, dtype=torch.bfloat16)
+    return contextlib.nullcontext()
+
+
+def _sync(device):
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+@dataclass
+class TrainResult:
+    model: torch.nn.Module            # the selected model (best validation epoch, or last), eval mode
+    history: list                     # rows recorded every log_every iterations and at each epoch end
+    metrics: dict
+    config: TrainConfig
+    run_dir: Optional[Path] = None
+    last_model: Optional[torch.nn.Module] = None
+    stopped: bool = False
+
+
+def _prepare_run_dir(out: Path, cfg: TrainConfig, resume: bool, overwrite: bool) -> Optional[dict]:
+    """Check ``out`` against ``cfg``; return the checkpoint to resume from, or None to start fresh."""
+    ckpt_file = out / CHECKPOINT
+    if out.exists() and not out.is_dir():
+        raise GmregError(f"output path {out} exists and is not a directory")
+    if overwrite or not out.exists() or not any(out.iterdir()):
+        return None
+    if not ckpt_file.exists():
+        if (out / "config.json").exists() and resume:
+            return None  # killed before the first epoch ended: nothing to resume, start over
+        raise GmregError(f"output directory {out} is not empty and holds no run; choose another --out "
+                         f"or pass --overwrite")
+    ckpt = load_checkpoint(ckpt_file)
+    if TrainConfig.from_dict(ckpt["config"]) != cfg:
+        old = TrainConfig.from_dict(ckpt["config"]).to_dict()
+        diff = [k for k in old if old[k] != cfg.to_dict()[k]]
+        raise GmregError(f"output directory {out} holds a different run (config differs in: {', '.join(diff)}); "
+                         f"choose another --out or pass --overwrite")
+    if not resume:
+        raise GmregError(f"output directory {out} already holds this run; pass --resume to continue or reuse it, "
+                         f"or --overwrite to start again")
+    return ckpt
+
+
+def _milestones(cfg: TrainConfig, iters_per_epoch: int) -> list[int]:
+    """Learning-rate milestones in iterations (config milestones are epochs; fractions allowed)."""
+    return sorted({max(1, round(m * iters_per_epoch)) for m in cfg.lr_milestones})
+
+
+def _load_sources(cfg: TrainConfig, device) -> list:
+    sources = []
+    for path in cfg.eat_sources:
+        m = load_model(path, device=device, dataset=cfg.dataset)
+        m.requires_grad_(False)
+        sources.append(m)
+    return sources
+
+
+# --- the loop -------------------------------------------------------------------------------------------------------
+def train(cfg: TrainConfig, out=None, *, device="auto", data_dir=None, callback: Optional[Callable] = None,
+          stop=None, resume: bool = False, overwrite: bool = False, progress: bool = True) -> TrainResult:
+    """Train ``cfg.model`` with ``cfg.method``.
+
+    ``out``: run directory (checkpoint/config/history/metrics written atomically at every epoch end); ``None`` keeps
+    everything in memory. ``callback(row)`` receives every history row as it is made (``row["event"]`` is "log",
+    "epoch" or "end"); it may return ``True`` to stop. ``stop`` is anything with ``is_set()`` (a
+    ``threading.Event``) checked every iteration. ``resume=True`` continues the run in ``out`` (or returns it at
+    once when it is complete).
+    """
+    if not isinstance(cfg, TrainConfig):
+        raise GmregError("cfg must be a TrainConfig")
+    dev = resolve_device(device)
+    out = Path(out) if out is not None else None
+    ckpt = _prepare_run_dir(out, cfg, resume, overwrite) if out is not None else None
+    if ckpt is not None and ckpt.get("complete"):
+        return _result_from_checkpoint(ckpt, cfg, out, dev)
+
+    full = data_mod.load(cfg.dataset, "train", data_dir, device=dev)
+    if cfg.val_size > 0:
+        train_set, val_set = data_mod.train_val_split(full, cfg.val_size, cfg.seed)
+    else:
+        train_set, val_set = full, full
+    train_set = train_set.head(cfg.limit)
+    x_probe, y_probe = val_set.tensors(cfg.probe_size)
+    x_sel, y_sel = val_set.tensors(cfg.select_size)
+    iters_per_epoch = train_set.num_batches(cfg.batch_size)
+
+    if out is not None:
+        out.mkdir(parents=True, exist_ok=True)
+        write_json(out / "config.json", cfg.to_dict())
+
+    devices = [dev.index or 0] if dev.type == "cuda" else []
+    with torch.random.fork_rng(devices=devices):  # our seeding never disturbs the caller's global RNG
+        torch.manual_seed(cfg.seed)
+        model = build(cfg.model, cfg.dataset).to(dev)
+        if cfg.channels_last:
+            model = model.to(memory_format=torch.channels_last)
+        opt = torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
+        sched = torch.optim.lr_scheduler.MultiStepLR(opt, _milestones(cfg, iters_per_epoch), gamma=cfg.lr_gamma)
+        gen = torch.Generator(device=dev).manual_seed(cfg.seed + 1)
+        state = {"epoch": 0, "iteration": 0, "history": [], "epoch_times": [], "best_model": None,
+                 "best_epoch": None, "best_score": -1.0}
+        if ckpt is not None:
+            model.load_state_dict(ckpt["model"])
+            opt.load_state_dict(ckpt["optimizer"])
+            sched.load_state_dict(ckpt["scheduler"])
+            gen.set_state(ckpt["rng"]["noise"])
+            torch.set_rng_state(ckpt["rng"]["torch"])
+            if dev.type == "cuda" and ckpt["rng"].get("cuda") is not None:
+                torch.cuda.set_rng_state(ckpt["rng"]["cuda"], dev)
+            for key in state:
+                state[key] = ckpt[key]
+            log.info("resuming %s at epoch %d", out, state["epoch"])
+        ctx = StepContext(model, cfg, gen, _load_sources(cfg, dev) if cfg.method == "eat" else [])
+        return _loop(cfg, ctx, opt, sched, state, train_set, (x_probe, y_probe), (x_sel, y_sel), out, dev,
+                     callback, stop, progress)
+
+
+def _loop(cfg, ctx, opt, sched, state, train_set, probe_set, select_set, out, dev, callback, stop, progress):
+    from tqdm.auto import tqdm
+
+    model, step_fn = ctx.model, STEPS[cfg.method]
+    history = state["history"]
+    iters_per_epoch = train_set.num_batches(cfg.batch_size)
+    stopped = False
+
+    def emit(row):
+        history.append(row)
+        if callback is not None and callback(row) is True:
+            return True
+        return False
+
+    def run_probe():
+        with autocast(dev, cfg.precision):
+            return probe(model, *probe_set, cfg.eps, cfg.alpha, cfg.probe_pgd_steps, seed=cfg.seed)
+
+    for epoch in range(state["epoch"], cfg.epochs):
+        order_gen = torch.Generator().manual_seed(cfg.seed * 100_003 + epoch)
+        sums: dict[str, torch.Tensor] = {}
+        count, bad_at = 0, torch.full((), -1, dtype=torch.long, device=dev)
+        t_epoch, t_probe = time.perf_counter(), 0.0
+        bar = tqdm(total=iters_per_epoch, desc=f"{cfg.method} epoch {epoch + 1}/{cfg.epochs}", leave=False,
+                   disable=not progress)
+        for b, (x, y) in enumerate(train_set.batches(cfg.batch_size, generator=order_gen, augment=cfg.augment), 1):
+            if cfg.channels_last and x.dim() == 4:
+                x = x.contiguous(memory_format=torch.channels_last)
+            with autocast(dev, cfg.precision):
+                loss, parts = step_fn(ctx, x, y)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            sched.step()
+            it = state["iteration"]
+            bad_at = torch.where((bad_at < 0) & ~torch.isfinite(loss.detach()), torch.full_like(bad_at, it), bad_at)
+            for k, v in {"loss": loss, **parts}.items():
+                sums[k] = sums.get(k, 0) + v.detach().float()
+            count += 1
+            state["iteration"] = it + 1
+            bar.update(1)
+            if state["iteration"] % cfg.log_every == 0 or b == iters_per_epoch:
+                if int(bad_at) >= 0:
+                    bar.close()
+                    raise TrainingDiverged(
+                        f"training loss became NaN/Inf at iteration {int(bad_at)} (epoch {epoch + 1}); "
+                        f"the last good checkpoint is kept" + (f" in {out}" if out else "") +
+                        "; lower the learning rate or lam")
+                t0 = time.perf_counter()
+                row = {"event": "log", "iteration": state["iteration"], "epoch": state["iteration"] / iters_per_epoch,
+                       "lr": opt.param_groups[0]["lr"],
+                       **{k: float(v) / count for k, v in sums.items()}, **run_probe()}
+                sums, count = {}, 0
+                _sync(dev)
+                t_probe += time.perf_counter() - t0
+                row["train_time"] = sum(state["epoch_times"]) + (time.perf_counter() - t_epoch - t_probe)
+                bar.set_postfix(loss=f"{row['loss']:.3f}", pgd=f"{row['acc_pgd']:.0f}%")
+                if emit(row):
+                    stopped = True
+            if stop is not None and stop.is_set():
+                stopped = True
+            if stopped:
+                break
+        bar.close()
+        if stopped:
+            break
+        _sync(dev)
+        state["epoch_times"].append(time.perf_counter() - t_epoch - t_probe)
+        score = None
+        if cfg.select_best:
+            with autocast(dev, cfg.precision):
+                score = _accuracy(model, ifgsm, select_set, cfg.eps, 3)
+            if score > state["best_score"]:
+                state["best_score"], state["best_epoch"] = score, epoch + 1
+                state["best_model"] = {k: v.detach().clone() for k, v in model.state_dict().items()}
+        state["epoch"] = epoch + 1
+        row = {"event": "epoch", "iteration": state["iteration"], "epoch": epoch + 1,
+               "epoch_seconds": state["epoch_times"][-1], "val_ifgsm3": score}
+        stopped = emit(row)
+        if out is not None:
+            _save(out, cfg, ctx, opt, sched, state, dev, complete=state["epoch"] == cfg.epochs)
+        if stopped or (stop is not None and stop.is_set()):
+            stopped = True
+            break
+
+    metrics = _metrics(cfg, state, dev, complete=state["epoch"] == cfg.epochs)
+    if out is not None:
+        write_json(out / "metrics.json", metrics)
+    model.eval()
+    selected = model
+    if state["best_model"] is not None and not stopped:
+        selected = build(cfg.model, cfg.dataset).to(dev)
+        selected.load_state_dict(state["best_model"])
+        selected.eval()
+    if callback is not None:
+        callback({"event": "end", "iteration": state["iteration"], "epoch": state["epoch"], "stopped": stopped})
+    return TrainResult(selected, history, metrics, cfg, out, last_model=model, stopped=stopped)
+
+
+def _accuracy(model, attack, split_tensors, eps, *args) -> float:
+    x, y = split_tensors
+    model.eval()
+    correct = 0
+    for i in range(0, len(y), 1000):
+        xb, yb = x[i:i + 1000], y[i:i + 1000]
+        xa = attack(model, xb, yb, eps, *args)
+        with torch.no_grad():
+            correct += (model(xa).argmax(1) == yb).sum()
+    return float(correct) * 100 / len(y)
+
+
+def _metrics(cfg, state, dev, complete: bool) -> dict:
+    times = state["epoch_times"]
+    return {"complete": complete, "epochs_done": state["epoch"], "iterations": state["iteration"],
+            "seconds_per_epoch": (sum(times) / len(times)) if times else None, "epoch_seconds": times,
+            "train_seconds": sum(times), "best_epoch": state["best_epoch"],
+            "best_val_ifgsm3": state["best_score"] if state["best_epoch"] else None,
+            "device": str(dev), "environment": environment_info(dev), "config": cfg.to_dict()}
+
+
+def _save(out, cfg, ctx, opt, sched, state, dev, complete: bool):
+    rng = {"torch": torch.get_rng_state(), "noise": ctx.generator.get_state(),
+           "cuda": torch.cuda.get_rng_state(dev) if dev.type == "cuda" else None}
+    model_state = {k: v.detach().to("cpu") for k, v in ctx.model.state_dict().items()}
+    best = None if state["best_model"] is None else {k: v.to("cpu") for k, v in state["best_model"].items()}
+    save_checkpoint(out / CHECKPOINT, {
+        "arch": cfg.model, "dataset": cfg.dataset, "config": cfg.to_dict(), "model": model_state,
+        "best_model": best, "best_epoch": state["best_epoch"], "best_score": state["best_score"],
+        "optimizer": opt.state_dict(), "scheduler": sched.state_dict(), "rng": rng, "epoch": state["epoch"],
+        "iteration": state["iteration"], "history": state["history"], "epoch_times": state["epoch_times"],
+        "complete": complete})
+    write_csv(out / "history.csv", state["history"])
+    write_json(out / "metrics.json", _metrics(cfg, state, dev, complete))
+
+
+def _result_from_checkpoint(ckpt, cfg, out, dev) -> TrainResult:
+    model = load_model(out, device=dev)
+    last = load_model(out, which="last", device=dev)
+    metrics = read_json(out / "metrics.json") if (out / "metrics.json").exists() else {}
+    return TrainResult(model, ckpt["history"], metrics, cfg, out, last_model=last)

@@ -1,0 +1,141 @@
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from gmreg_lab import attacks
+from gmreg_lab.errors import GmregError
+
+EPS = 0.3
+ALL = {
+    "fgsm": lambda m, x, y, g: attacks.fgsm(m, x, y, EPS),
+    "rfgsm": lambda m, x, y, g: attacks.rfgsm(m, x, y, EPS, 0.05, generator=g),
+    "ifgsm": lambda m, x, y, g: attacks.ifgsm(m, x, y, EPS, 5),
+    "pgd": lambda m, x, y, g: attacks.pgd(m, x, y, EPS, 0.05, 5, generator=g),
+    "pgd-restarts": lambda m, x, y, g: attacks.pgd(m, x, y, EPS, 0.05, 3, restarts=2, generator=g),
+}
+
+
+@pytest.mark.parametrize("name", ALL)
+def test_attack_stays_in_ball_and_range(name, trained_lenet, small_batch):
+    x, y = small_batch
+    x_adv = ALL[name](trained_lenet, x, y, torch.Generator().manual_seed(0))
+    assert x_adv.shape == x.shape and x_adv.dtype == x.dtype
+    assert (x_adv - x).abs().max() <= EPS + 1e-6
+    assert x_adv.min() >= 0 and x_adv.max() <= 1
+    assert not x_adv.requires_grad
+
+
+@pytest.mark.parametrize("name", ALL)
+def test_attack_leaves_params_and_mode_alone(name, small_batch):
+    model = nn.Sequential(nn.Flatten(), nn.Linear(784, 10), nn.Dropout(0.5))
+    model.train()
+    x, y = small_batch
+    ALL[name](model, x, y, torch.Generator().manual_seed(0))
+    assert model.training
+    assert all(p.grad is None for p in model.parameters())
+
+
+def test_fgsm_matches_closed_form_on_linear_model(small_batch):
+    torch.manual_seed(0)
+    lin = nn.Linear(784, 10)
+    model = nn.Sequential(nn.Flatten(), lin)
+    x, y = small_batch
+    with torch.no_grad():
+        p = torch.softmax(model(x), 1)
+        # d CE / d x = W^T (softmax - onehot): the textbook closed form
+        g = (p - F.one_hot(y, 10).float()) @ lin.weight
+        expected = (x + EPS * g.sign().view_as(x)).clamp(0, 1)
+    assert torch.equal(attacks.fgsm(model, x, y, EPS), expected)
+
+
+def test_rfgsm_follows_eq_2_and_3_on_linear_model(small_batch):
+    torch.manual_seed(1)
+    lin = nn.Linear(784, 10)
+    model = nn.Sequential(nn.Flatten(), lin)
+    x, y = small_batch
+    alpha = 0.05
+    noise = torch.randn(x.shape, generator=torch.Generator().manual_seed(3)).sign()
+    x1 = (x + alpha * noise).clamp(0, 1)
+    with torch.no_grad():
+        g = (torch.softmax(model(x1), 1) - F.one_hot(y, 10).float()) @ lin.weight
+        expected = (x1 + (EPS - alpha) * g.sign().view_as(x)).clamp(0, 1)
+    got = attacks.rfgsm(model, x, y, EPS, alpha, generator=torch.Generator().manual_seed(3))
+    assert torch.equal(got, expected)
+
+
+def test_fused_pair_equals_separate_attacks(trained_lenet, small_batch):
+    x, y = small_batch
+    x_f, x_r = attacks.fgsm_rfgsm(trained_lenet, x, y, EPS, 0.01, generator=torch.Generator().manual_seed(5))
+    assert torch.equal(x_f, attacks.fgsm(trained_lenet, x, y, EPS))
+    assert torch.equal(x_r, attacks.rfgsm(trained_lenet, x, y, EPS, 0.01, generator=torch.Generator().manual_seed(5)))
+
+
+def _loss(model, x, y):
+    with torch.no_grad():
+        return F.cross_entropy(model(x), y).item()
+
+
+def test_iterative_attacks_raise_loss_at_least_as_much_as_fgsm(trained_lenet, small_batch):
+    x, y = small_batch
+    g = torch.Generator().manual_seed(0)
+    l_clean = _loss(trained_lenet, x, y)
+    l_fgsm = _loss(trained_lenet, attacks.fgsm(trained_lenet, x, y, EPS), y)
+    l_pgd = _loss(trained_lenet, attacks.pgd(trained_lenet, x, y, EPS, 0.01, 40, generator=g), y)
+    l_ifgsm = _loss(trained_lenet, attacks.ifgsm(trained_lenet, x, y, EPS, 40), y)
+    assert l_clean < l_fgsm <= l_pgd
+    assert l_fgsm <= l_ifgsm
+
+
+def test_restarts_never_weaken_pgd(trained_lenet, small_batch):
+    x, y = small_batch
+    x, y = x[:32], y[:32]
+
+    def acc(xa):
+        with torch.no_grad():
+            return (trained_lenet(xa).argmax(1) == y).float().mean().item()
+
+    one = acc(attacks.pgd(trained_lenet, x, y, 0.15, 0.02, 5, generator=torch.Generator().manual_seed(0)))
+    four = acc(attacks.pgd(trained_lenet, x, y, 0.15, 0.02, 5, restarts=4, generator=torch.Generator().manual_seed(0)))
+    assert four <= one
+
+
+@pytest.mark.parametrize("name", ["rfgsm", "pgd"])
+def test_same_seed_same_tensors(name, trained_lenet, small_batch):
+    x, y = small_batch
+    a = ALL[name](trained_lenet, x, y, torch.Generator().manual_seed(7))
+    b = ALL[name](trained_lenet, x, y, torch.Generator().manual_seed(7))
+    c = ALL[name](trained_lenet, x, y, torch.Generator().manual_seed(8))
+    assert torch.equal(a, b) and not torch.equal(a, c)
+
+
+def test_zero_eps_is_identity(trained_lenet, small_batch):
+    x, y = small_batch
+    assert torch.equal(attacks.fgsm(trained_lenet, x, y, 0.0), x)
+    assert torch.equal(attacks.pgd(trained_lenet, x, y, 0.0, 0.01, 3), x)
+
+
+@pytest.mark.parametrize("call", [
+    lambda m, x, y: attacks.fgsm(m, x, y, 1.5),
+    lambda m, x, y: attacks.fgsm(m, x, y, float("nan")),
+    lambda m, x, y: attacks.rfgsm(m, x, y, 0.1, 0.2),
+    lambda m, x, y: attacks.ifgsm(m, x, y, 0.1, 0),
+    lambda m, x, y: attacks.pgd(m, x, y, 0.1, 0.01, 10, restarts=0),
+])
+def test_bad_arguments_raise_value_error(call, trained_lenet, small_batch):
+    with pytest.raises(ValueError):
+        call(trained_lenet, *small_batch)
+
+
+def test_against_torchattacks(trained_lenet, small_batch):
+    torchattacks = pytest.importorskip("torchattacks")
+    x, y = small_batch
+    ours = attacks.fgsm(trained_lenet, x, y, EPS)
+    theirs = torchattacks.FGSM(trained_lenet, eps=EPS)(x, y)
+    assert (ours != theirs).float().mean() < 1e-3  # identical up to sign ties
+    # PGD: different random starts, so compare strength, not tensors.
+    with torch.no_grad():
+        acc = lambda xa: (trained_lenet(xa).argmax(1) == y).float().mean().item()  # noqa: E731
+    ours_pgd = acc(attacks.pgd(trained_lenet, x, y, EPS, 0.01, 40, generator=torch.Generator().manual_seed(0)))
+    theirs_pgd = acc(torchattacks.PGD(trained_lenet, eps=EPS, alpha=0.01, steps=40, random_start=True)(x, y))
+    assert abs(ours_pgd - theirs_pgd) <= 0.05

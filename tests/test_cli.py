@@ -1,0 +1,106 @@
+"""The command line, through real subprocesses: exit codes, one-line errors, nothing half-written."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+TINY = ["--limit", "64", "--batch-size", "32", "--epochs", "1", "--val-size", "200", "--log-every", "1",
+        "--precision", "fp32", "--no-progress"]
+
+
+def cli(*args, cwd=None):
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    return subprocess.run([sys.executable, "-m", "gmreg_lab", *map(str, args)], capture_output=True, text=True,
+                          cwd=cwd, env=env, timeout=300)
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory):
+    out = tmp_path_factory.mktemp("cli") / "p"
+    r = cli("train", "--dataset", "mnist", "--model", "lenet_plus", "--method", "proposed", "--eps", "0.3",
+            "--lam", "5", "--out", out, *TINY)
+    assert r.returncode == 0, r.stderr
+    assert "run saved in" in r.stdout
+    return out
+
+
+def test_train_writes_a_run_directory(run_dir):
+    for name in ("checkpoint.pt", "config.json", "history.csv", "metrics.json"):
+        assert (run_dir / name).is_file()
+    assert json.loads((run_dir / "config.json").read_text())["lam"] == 5.0
+
+
+def test_evaluate_json_and_table(run_dir):
+    r = cli("evaluate", run_dir, "--attacks", "clean,fgsm,ifgsm:2,pgd:2", "--eps", "0.3", "--limit", "50", "--json")
+    assert r.returncode == 0, r.stderr
+    res = json.loads(r.stdout)["results"]
+    assert set(res) == {"clean", "fgsm", "ifgsm-2", "pgd-2"}
+    assert all(0 <= v["acc"] <= 100 for v in res.values())
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    assert any("pgd-2" in v for v in metrics["evaluations"].values())
+    r = cli("evaluate", run_dir, "--attacks", "clean,fgsm", "--limit", "20")
+    assert r.returncode == 0 and "accuracy %" in r.stdout
+
+
+def test_transfer_and_sweep(run_dir, tmp_path):
+    r = cli("transfer", "--source", run_dir, "--target", run_dir, "--limit", "20", "--json")
+    assert r.returncode == 0, r.stderr
+    r = cli("sweep", run_dir, "--attacks", "fgsm", "--eps-list", "0,0.1,0.3", "--limit", "20",
+            "--save", tmp_path / "s.json")
+    assert r.returncode == 0, r.stderr
+    saved = json.loads((tmp_path / "s.json").read_text())
+    assert saved["eps"] == [0, 0.1, 0.3] and len(saved["fgsm"]["acc"]) == 3
+
+
+def test_refuses_to_clobber_a_different_run(run_dir):
+    before = (run_dir / "checkpoint.pt").read_bytes()
+    r = cli("train", "--method", "fgsm", "--out", run_dir, *TINY)
+    assert r.returncode == 2 and "holds a different run" in r.stderr and "method" in r.stderr
+    assert (run_dir / "checkpoint.pt").read_bytes() == before
+
+
+@pytest.mark.parametrize("args, message", [
+    (["train", "--eps", "1.5"], "eps must be a number in [0, 1]"),
+    (["train", "--eps", "nan"], "eps must be a number in [0, 1]"),
+    (["train", "--lam", "-2"], "lam must be a finite number >= 0"),
+    (["train", "--epochs", "0"], "epochs must be an integer >= 1"),
+    (["train", "--batch-size", "0"], "--batch-size must be >= 1"),
+    (["train", "--method", "magic"], "unknown method 'magic'; valid: normal, fgsm, rfgsm, fgsm_rfgsm, eat"),
+    (["train", "--model", "resnet18"], "unknown model 'resnet18' for mnist"),
+    (["train", "--dataset", "imagenet"], "unknown dataset 'imagenet'"),
+    (["train", "--dataset", "cifar10", "--data-dir", "EMPTY"], "CIFAR-10 not found"),
+    (["train", "--data-dir", "EMPTY"], "MNIST file"),
+    (["train", "--device", "tpu"], "unknown device 'tpu'"),
+])
+def test_bad_train_input_is_one_clean_line(args, message, tmp_path):
+    (tmp_path / "empty").mkdir()
+    args = [str(tmp_path / "empty") if a == "EMPTY" else a for a in args]
+    out = tmp_path / "out"
+    r = cli(*args, "--out", out, *[a for a in TINY if a not in ("--batch-size", "32")][:])
+    assert r.returncode == 2, r.stdout + r.stderr
+    assert message in r.stderr
+    assert "Traceback" not in r.stderr
+    assert r.stderr.strip().count("\n") == 0, r.stderr
+    assert not out.exists(), "nothing may be written on bad input"
+
+
+@pytest.mark.parametrize("make, message", [
+    (lambda d: None, "no checkpoint at"),
+    (lambda d: (d / "checkpoint.pt").write_bytes(b"\x00garbage" * 10), "is corrupt or unreadable"),
+])
+def test_bad_checkpoint_is_one_clean_line(make, message, tmp_path):
+    d = tmp_path / "run"
+    d.mkdir()
+    make(d)
+    r = cli("evaluate", d, "--limit", "10")
+    assert r.returncode == 2 and message in r.stderr and "Traceback" not in r.stderr
+
+
+def test_bad_attack_name_lists_valid(run_dir):
+    r = cli("evaluate", run_dir, "--attacks", "clean,cw", "--limit", "10")
+    assert r.returncode == 2 and "unknown attack 'cw'; valid: clean, fgsm, rfgsm, ifgsm, pgd" in r.stderr

@@ -1,0 +1,106 @@
+import math
+
+import pytest
+import torch
+
+import gmreg_lab as gl
+from gmreg_lab.config import METHODS
+from conftest import tiny_cfg
+
+
+@pytest.fixture(scope="module")
+def eat_source(tmp_path_factory):
+    out = tmp_path_factory.mktemp("eat") / "a"
+    gl.train(tiny_cfg(model="a", method="normal"), out, progress=False)
+    return str(out)
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_every_method_trains_and_logs(method, eat_source):
+    kw = {"eat_sources": (eat_source,)} if method == "eat" else {}
+    if method == "pgd":
+        kw["pgd_steps"] = 2
+    res = gl.train(tiny_cfg(method=method, **kw), progress=False)
+    logs = [r for r in res.history if r["event"] == "log"]
+    assert len(logs) == 2  # two batches, log_every=1
+    for key in ("loss", "ce", "logit_dist", "acc_clean", "acc_fgsm", "acc_pgd", "loss_fgsm", "loss_pgd",
+                "train_time"):
+        assert math.isfinite(logs[-1][key]), key
+    assert ("reg" in logs[-1]) == (method == "proposed")
+    assert res.metrics["epochs_done"] == 1 and res.metrics["seconds_per_epoch"] > 0
+    assert not res.model.training
+
+
+def test_run_directory_and_checkpoint_round_trip(tmp_path, small_batch):
+    out = tmp_path / "run"
+    res = gl.train(tiny_cfg(method="fgsm"), out, progress=False)
+    for name in ("checkpoint.pt", "config.json", "history.csv", "metrics.json"):
+        assert (out / name).is_file(), name
+    assert not list(out.glob("*.tmp")) and not list(out.glob(".*.tmp"))
+    loaded = gl.load_model(out)
+    assert not loaded.training
+    x, _ = small_batch
+    with torch.no_grad():
+        assert torch.equal(loaded(x), res.model(x))
+    assert gl.TrainConfig.from_dict(gl.runs.read_json(out / "config.json")) == res.config
+    assert "acc_pgd" in (out / "history.csv").read_text().splitlines()[0]
+
+
+def test_same_seed_same_result_and_seed_matters():
+    a = gl.train(tiny_cfg(method="proposed"), progress=False)
+    b = gl.train(tiny_cfg(method="proposed"), progress=False)
+    c = gl.train(tiny_cfg(method="proposed", seed=1), progress=False)
+    sa, sb, sc = (r.last_model.state_dict() for r in (a, b, c))
+    assert all(torch.equal(sa[k], sb[k]) for k in sa)
+    assert not all(torch.equal(sa[k], sc[k]) for k in sa)
+    strip = lambda h: [{k: v for k, v in r.items() if "time" not in k and "seconds" not in k} for r in h]  # noqa
+    assert strip(a.history) == strip(b.history)
+
+
+def test_training_does_not_touch_global_rng():
+    torch.manual_seed(123)
+    expected = torch.rand(3)
+    torch.manual_seed(123)
+    gl.train(tiny_cfg(method="rfgsm"), progress=False)
+    assert torch.equal(torch.rand(3), expected)
+
+
+def test_resume_equals_uninterrupted(tmp_path):
+    cfg = tiny_cfg(method="proposed", epochs=2)
+    full = gl.train(cfg, tmp_path / "full", progress=False)
+    # Interrupt after the first epoch through the callback, then resume.
+    stop_after_epoch = lambda row: row["event"] == "epoch"  # noqa: E731
+    part = gl.train(cfg, tmp_path / "part", progress=False, callback=stop_after_epoch)
+    assert part.stopped and part.metrics["epochs_done"] == 1
+    resumed = gl.train(cfg, tmp_path / "part", progress=False, resume=True)
+    sf, sr = full.last_model.state_dict(), resumed.last_model.state_dict()
+    assert all(torch.equal(sf[k], sr[k]) for k in sf)
+    assert resumed.metrics["epochs_done"] == 2
+
+
+def test_stop_event_stops_within_an_iteration():
+    import threading
+
+    ev = threading.Event()
+    seen = []
+
+    def cb(row):
+        seen.append(row)
+        ev.set()
+
+    res = gl.train(tiny_cfg(method="normal", limit=320), progress=False, callback=cb, stop=ev)
+    assert res.stopped
+    assert [r for r in res.history if r["event"] == "log"][-1]["iteration"] == 1
+
+
+def test_nan_loss_stops_with_clear_error(tmp_path):
+    cfg = tiny_cfg(method="normal", lr=1e30, epochs=2, limit=128)
+    with pytest.raises(gl.errors.TrainingDiverged, match=r"NaN/Inf at iteration \d+"):
+        gl.train(cfg, tmp_path / "run", progress=False)
+
+
+def test_lr_schedule_is_stepwise():
+    res = gl.train(tiny_cfg(method="normal", limit=320, lr=0.01, lr_milestones=(0.5,), lr_gamma=0.2),
+                   progress=False)
+    lrs = [r["lr"] for r in res.history if r["event"] == "log"]
+    assert lrs[0] == pytest.approx(0.01) and lrs[-1] == pytest.approx(0.002)
