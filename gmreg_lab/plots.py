@@ -1,0 +1,296 @@
+"""plotly figures of the paper's plots. Every function takes plain data (history rows, ``sweep`` / ``evaluate``
+outputs, arrays) and returns a ``go.Figure``; nothing here trains or attacks.
+
+History rows are the dicts ``gl.train`` records (``row["event"] == "log"`` rows hold the probe measurements).
+Figures render with plotly's default renderer (the ``application/vnd.plotly`` mimetype in Jupyter; no CDN).
+"""
+
+from __future__ import annotations
+
+from typing import Iterable, Mapping, Optional, Sequence
+
+import numpy as np
+import plotly.graph_objects as go
+from plotly.subplots import make_subplots
+
+from .errors import GmregError
+
+COLORS = {"clean": "#2b8a3e", "fgsm": "#d9480f", "rfgsm": "#f59f00", "pgd": "#1c7ed6", "ifgsm": "#7048e8",
+          "loss": "#212529", "ce": "#868e96", "reg": "#c2255c", "logit_dist": "#c2255c"}
+PALETTE = ["#1c7ed6", "#d9480f", "#2b8a3e", "#7048e8", "#c2255c", "#f59f00", "#0c8599", "#5c940d", "#862e9c"]
+MNIST_CLASSES = [str(i) for i in range(10)]
+CIFAR10_CLASSES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
+
+# The live training dashboard (widgets.TrainingPanel updates these traces in place, in this order).
+DASHBOARD_PANELS = ("loss (Eq. 8) and its cross-entropy term", "regulariser: mean squared logit distance",
+                    "FGSM / R-FGSM logit distance (L2)", "probe accuracy (%)")
+DASHBOARD_TRACES = (  # (row, col, history key, legend name)
+    (1, 1, "loss", "loss"), (1, 1, "ce", "cross-entropy"),
+    (1, 2, "reg", "regulariser"),
+    (2, 1, "logit_dist", "logit distance"),
+    (2, 2, "acc_clean", "clean"), (2, 2, "acc_fgsm", "FGSM"), (2, 2, "acc_pgd", "PGD probe"),
+)
+
+
+def _color(key: str) -> Optional[str]:
+    for name in ("rfgsm", "ifgsm", "fgsm", "pgd", "clean", "logit_dist", "reg", "ce", "loss"):
+        if name in key:
+            return COLORS[name]
+    return None
+
+
+def log_rows(history: Iterable[Mapping]) -> list:
+    """The ``"log"`` rows of a history (rows without an ``event`` key count as log rows)."""
+    return [r for r in history if r.get("event", "log") == "log"]
+
+
+def series(history: Iterable[Mapping], key: str, x: str = "iteration") -> tuple[list, list]:
+    """``(xs, ys)`` of ``key`` over the log rows that have it (missing or None values are skipped)."""
+    xs, ys = [], []
+    for r in log_rows(history):
+        if r.get(key) is not None and r.get(x) is not None:
+            xs.append(r[x])
+            ys.append(float(r[key]))
+    return xs, ys
+
+
+def _layout(fig: go.Figure, title: str, height: int = 380, **kw) -> go.Figure:
+    fig.update_layout(title=dict(text=title), height=height, template="plotly_white",
+                      margin=dict(l=60, r=20, t=60, b=50), legend=dict(orientation="h", y=-0.2), **kw)
+    return fig
+
+
+# --- training curves ------------------------------------------------------------------------------------------------
+def training_curves(history, keys: Sequence[str] = ("acc_clean", "acc_fgsm", "acc_pgd"), *, title: str = "",
+                    names: Optional[Mapping[str, str]] = None, yaxis: str = "probe accuracy (%)",
+                    x: str = "iteration") -> go.Figure:
+    """One line per history key over training iterations (default: clean / FGSM / PGD probe accuracy)."""
+    names = dict(names or {})
+    fig = go.Figure()
+    for key in keys:
+        xs, ys = series(history, key, x)
+        label = names.get(key, key.replace("acc_", "").replace("loss_", "").upper()
+                          if key.startswith(("acc_", "loss_")) else key)
+        fig.add_trace(go.Scatter(x=xs, y=ys, mode="lines+markers", name=label, line=dict(color=_color(key)),
+                                 marker=dict(size=4)))
+    return _layout(fig, title or "training curves", xaxis_title=x, yaxis_title=yaxis)
+
+
+def dashboard_xy(history) -> list[tuple[list, list]]:
+    """The (x, y) data of every ``DASHBOARD_TRACES`` trace, in order."""
+    return [series(history, key) for _, _, key, _ in DASHBOARD_TRACES]
+
+
+def training_dashboard(history=(), *, title: str = "training") -> go.Figure:
+    """2x2 dashboard: loss and CE, the regulariser, the FGSM/R-FGSM logit distance, probe accuracies."""
+    fig = make_subplots(rows=2, cols=2, subplot_titles=DASHBOARD_PANELS, horizontal_spacing=0.1,
+                        vertical_spacing=0.16)
+    for (row, col, key, name), (xs, ys) in zip(DASHBOARD_TRACES, dashboard_xy(history)):
+        fig.add_trace(go.Scatter(x=xs, y=ys, mode="lines+markers", name=name, marker=dict(size=4),
+                                 line=dict(color=_color(key))), row=row, col=col)
+    fig.update_xaxes(title_text="iteration", row=2)
+    fig.update_yaxes(range=[0, 100], row=2, col=2)
+    return _layout(fig, title, height=620)
+
+
+def compare_runs(runs: Mapping[str, Iterable[Mapping]], key: str, *, title: str = "", yaxis: str = "",
+                 log_y: bool = False, x: str = "iteration") -> go.Figure:
+    """One line per run (``{name: history}``) of one history key, e.g. the logit distance of FGSM-AT vs PGD-AT."""
+    fig = go.Figure()
+    for i, (name, hist) in enumerate(runs.items()):
+        xs, ys = series(hist, key, x)
+        fig.add_trace(go.Scatter(x=xs, y=ys, mode="lines+markers", name=name, marker=dict(size=4),
+                                 line=dict(color=PALETTE[i % len(PALETTE)])))
+    fig = _layout(fig, title or key, xaxis_title=x, yaxis_title=yaxis or key)
+    if log_y:
+        fig.update_yaxes(type="log")
+    return fig
+
+
+def loss_gap(history, *, attack: str = "pgd", base: str = "fgsm") -> tuple[list, list]:
+    """``(iterations, loss_<attack> - loss_<base>)`` over the log rows: large when FGSM stopped maximising the loss."""
+    xs, ys = [], []
+    for r in log_rows(history):
+        a, b = r.get(f"loss_{attack}"), r.get(f"loss_{base}")
+        if a is not None and b is not None:
+            xs.append(r["iteration"])
+            ys.append(float(a) - float(b))
+    return xs, ys
+
+
+def masking_diagnostic(runs: Mapping[str, Iterable[Mapping]], *, title: str = "") -> go.Figure:
+    """Side by side per run: FGSM/R-FGSM logit distance (left) and the PGD - FGSM probe loss gap (right)."""
+    fig = make_subplots(rows=1, cols=2, subplot_titles=("FGSM / R-FGSM logit distance (L2)",
+                                                        "PGD loss - FGSM loss (probe)"), horizontal_spacing=0.1)
+    for i, (name, hist) in enumerate(runs.items()):
+        color = PALETTE[i % len(PALETTE)]
+        xs, ys = series(hist, "logit_dist")
+        fig.add_trace(go.Scatter(x=xs, y=ys, mode="lines+markers", name=name, legendgroup=name,
+                                 marker=dict(size=4), line=dict(color=color)), row=1, col=1)
+        xs, ys = loss_gap(hist)
+        fig.add_trace(go.Scatter(x=xs, y=ys, mode="lines+markers", name=name, legendgroup=name, showlegend=False,
+                                 marker=dict(size=4), line=dict(color=color)), row=1, col=2)
+    fig.update_xaxes(title_text="iteration")
+    return _layout(fig, title or "gradient-masking diagnostics over training", height=420)
+
+
+# --- accuracy / loss vs epsilon ---------------------------------------------------------------------------------------
+def _check_sweep(sw: Mapping) -> list:
+    if "eps" not in sw:
+        raise GmregError("expected a sweep result: {'eps': [...], '<attack>': {'acc': [...], 'loss': [...]}}")
+    return [k for k in sw if k != "eps"]
+
+
+def sweep_figure(sw: Mapping, metric: str = "acc", *, title: str = "", train_eps: Optional[float] = None,
+                 attacks: Optional[Sequence[str]] = None) -> go.Figure:
+    """Accuracy (``metric="acc"``, Fig. 3) or mean loss (``"loss"``, Fig. 1 bottom / Fig. 4) vs eps per attack."""
+    if metric not in ("acc", "loss"):
+        raise GmregError(f"metric must be 'acc' or 'loss', got {metric!r}")
+    fig = go.Figure()
+    for label in attacks or _check_sweep(sw):
+        fig.add_trace(go.Scatter(x=list(sw["eps"]), y=list(sw[label][metric]), mode="lines+markers",
+                                 name=label.upper(), line=dict(color=_color(label))))
+    if train_eps is not None:
+        fig.add_vline(x=train_eps, line_dash="dash", line_color="#868e96",
+                      annotation_text=f"training eps {train_eps:g}", annotation_position="top")
+    return _layout(fig, title or f"{'accuracy' if metric == 'acc' else 'mean loss'} vs eps", xaxis_title="eps",
+                   yaxis_title="accuracy (%)" if metric == "acc" else "mean cross-entropy")
+
+
+def sweep_grid(sweeps: Mapping[str, Mapping], metric: str = "loss", *, title: str = "",
+               train_eps: Optional[float] = None) -> go.Figure:
+    """Several sweeps side by side (``{panel title: sweep}``) with a shared y-axis, e.g. early vs late checkpoint."""
+    names = list(sweeps)
+    fig = make_subplots(rows=1, cols=len(names), subplot_titles=names, shared_yaxes=True, horizontal_spacing=0.06)
+    for j, name in enumerate(names, 1):
+        sw = sweeps[name]
+        for label in _check_sweep(sw):
+            fig.add_trace(go.Scatter(x=list(sw["eps"]), y=list(sw[label][metric]), mode="lines+markers",
+                                     name=label.upper(), legendgroup=label, showlegend=j == 1,
+                                     line=dict(color=_color(label))), row=1, col=j)
+        if train_eps is not None:
+            fig.add_vline(x=train_eps, line_dash="dash", line_color="#868e96", row=1, col=j)
+    fig.update_xaxes(title_text="eps")
+    fig.update_yaxes(title_text="accuracy (%)" if metric == "acc" else "mean cross-entropy", col=1)
+    return _layout(fig, title or f"{metric} vs eps", height=420)
+
+
+def sweep_models(sweeps: Mapping[str, Mapping], attack: str, metric: str = "acc", *, title: str = "",
+                 train_eps: Optional[float] = None) -> go.Figure:
+    """One attack's accuracy or loss vs eps, one line per model (``{model name: sweep}``)."""
+    fig = go.Figure()
+    for i, (name, sw) in enumerate(sweeps.items()):
+        if attack not in sw:
+            raise GmregError(f"sweep of {name!r} has no {attack!r}; it has {', '.join(_check_sweep(sw))}")
+        fig.add_trace(go.Scatter(x=list(sw["eps"]), y=list(sw[attack][metric]), mode="lines+markers", name=name,
+                                 line=dict(color=PALETTE[i % len(PALETTE)])))
+    if train_eps is not None:
+        fig.add_vline(x=train_eps, line_dash="dash", line_color="#868e96",
+                      annotation_text=f"training eps {train_eps:g}", annotation_position="top")
+    return _layout(fig, title or f"{attack.upper()} {metric} vs eps", xaxis_title="eps",
+                   yaxis_title="accuracy (%)" if metric == "acc" else "mean cross-entropy")
+
+
+# --- tables as bars -------------------------------------------------------------------------------------------------
+def table_bars(tables: Mapping[str, Mapping[str, Mapping[str, float]]], metric: str = "acc", *,
+               title: str = "") -> go.Figure:
+    """Grouped bars of ``{model: evaluate-output}`` (Table 3 as a picture): one group per attack, one bar per model."""
+    fig = go.Figure()
+    attacks: list = []
+    for t in tables.values():
+        attacks += [a for a in t if a not in attacks]
+    for i, (name, t) in enumerate(tables.items()):
+        vals = [t[a][metric] if a in t else None for a in attacks]
+        fig.add_trace(go.Bar(x=[a.upper() for a in attacks], y=vals, name=name,
+                             marker_color=PALETTE[i % len(PALETTE)],
+                             text=[None if v is None else f"{v:.1f}" for v in vals], textposition="outside"))
+    fig.update_layout(barmode="group")
+    if metric == "acc":
+        fig.update_yaxes(range=[0, 110])
+    return _layout(fig, title or "white-box accuracy", height=420, xaxis_title="attack",
+                   yaxis_title="accuracy (%)" if metric == "acc" else "mean cross-entropy")
+
+
+def value_bars(values: Mapping[str, float], *, title: str = "", yaxis: str = "", fmt: str = "{:.1f}") -> go.Figure:
+    """A simple bar per name, e.g. seconds per epoch of each method, or black-box accuracies."""
+    names = list(values)
+    vals = [float(values[n]) for n in names]
+    fig = go.Figure(go.Bar(x=names, y=vals, text=[fmt.format(v) for v in vals], textposition="outside",
+                           marker_color=[PALETTE[i % len(PALETTE)] for i in range(len(names))]))
+    return _layout(fig, title, height=360, yaxis_title=yaxis)
+
+
+# --- adversarial image panel ------------------------------------------------------------------------------------------
+def _image(x) -> np.ndarray:
+    """CHW / HW array or tensor in [0, 1] -> HxW (grey) or HxWx3 numpy array."""
+    a = x.detach().float().cpu().numpy() if hasattr(x, "detach") else np.asarray(x, dtype=float)
+    if a.ndim == 4:
+        if a.shape[0] != 1:
+            raise GmregError(f"expected one image, got a batch of {a.shape[0]}")
+        a = a[0]
+    if a.ndim == 3:
+        a = a[0] if a.shape[0] == 1 else np.transpose(a, (1, 2, 0))
+    if a.ndim not in (2, 3):
+        raise GmregError(f"expected an image (HW or CHW), got shape {a.shape}")
+    return a
+
+
+def _image_trace(a: np.ndarray, **kw):
+    if a.ndim == 2:
+        return go.Heatmap(z=a[::-1], colorscale="gray", zmin=0, zmax=1, showscale=False, **kw)
+    return go.Image(z=np.clip(a * 255, 0, 255).astype(np.uint8), **kw)
+
+
+def panel_data(x, x_adv, probs_clean, probs_adv) -> dict:
+    """The arrays the adversarial panel draws, in trace order: clean, perturbation, adversarial, two prob bars."""
+    clean, adv = _image(x), _image(x_adv)
+    pert = adv - clean
+    if pert.ndim == 3:
+        pert = pert.mean(axis=2)
+    p0 = np.asarray(probs_clean.detach().cpu() if hasattr(probs_clean, "detach") else probs_clean, float).ravel()
+    p1 = np.asarray(probs_adv.detach().cpu() if hasattr(probs_adv, "detach") else probs_adv, float).ravel()
+    return {"clean": clean, "perturbation": pert, "adversarial": adv, "probs_clean": p0, "probs_adv": p1}
+
+
+def adversarial_panel(x, x_adv, probs_clean, probs_adv, *, eps: float, classes: Optional[Sequence[str]] = None,
+                      label: Optional[int] = None, attack: str = "", title: str = "") -> go.Figure:
+    """Clean image, perturbation (x_adv - x, diverging colours, range +-eps), adversarial image, and the class
+    probabilities on the clean and the adversarial image. Traces in that order (the explorer updates them)."""
+    d = panel_data(x, x_adv, probs_clean, probs_adv)
+    classes = list(classes or (MNIST_CLASSES if len(d["probs_clean"]) == 10 else range(len(d["probs_clean"]))))
+    classes = [str(c) for c in classes]
+    fig = make_subplots(rows=1, cols=4, column_widths=[0.2, 0.2, 0.2, 0.4], horizontal_spacing=0.04,
+                        subplot_titles=("clean", "perturbation", "adversarial", "class probabilities"))
+    fig.add_trace(_image_trace(d["clean"], name="clean"), row=1, col=1)
+    lim = max(float(eps), 1e-3)
+    fig.add_trace(go.Heatmap(z=d["perturbation"][::-1], colorscale="RdBu", zmin=-lim, zmax=lim, showscale=False,
+                             name="perturbation"), row=1, col=2)
+    fig.add_trace(_image_trace(d["adversarial"], name="adversarial"), row=1, col=3)
+    fig.add_trace(go.Bar(x=classes, y=d["probs_clean"], name="clean", marker_color=COLORS["clean"]), row=1, col=4)
+    fig.add_trace(go.Bar(x=classes, y=d["probs_adv"], name="adversarial", marker_color=COLORS["fgsm"]),
+                  row=1, col=4)
+    for c in (1, 2, 3):
+        fig.update_xaxes(visible=False, row=1, col=c)
+        fig.update_yaxes(visible=False, scaleanchor=f"x{c}" if c > 1 else "x", row=1, col=c)
+    fig.update_yaxes(range=[0, 1], title_text="probability", row=1, col=4)
+    fig.update_layout(barmode="group")
+    head = title or (f"{attack.upper()} at eps = {eps:.3g}" + (f" (true class {classes[label]}, "
+                     f"predicted {classes[int(d['probs_clean'].argmax())]} -> "
+                     f"{classes[int(d['probs_adv'].argmax())]})" if label is not None else ""))
+    return _layout(fig, head, height=340)
+
+
+def image_grid(images, titles: Optional[Sequence[str]] = None, *, cols: int = 6, title: str = "") -> go.Figure:
+    """A grid of images (a batch NCHW in [0, 1]), e.g. clean images above their adversaries."""
+    imgs = [_image(images[i]) for i in range(len(images))]
+    if not imgs:
+        raise GmregError("no images to show")
+    rows = -(-len(imgs) // cols)
+    fig = make_subplots(rows=rows, cols=cols, subplot_titles=[str(t) for t in titles] if titles else None,
+                        horizontal_spacing=0.02, vertical_spacing=0.08)
+    for i, a in enumerate(imgs):
+        r, c = divmod(i, cols)
+        fig.add_trace(_image_trace(a), row=r + 1, col=c + 1)
+    fig.update_xaxes(visible=False)
+    fig.update_yaxes(visible=False)
+    return _layout(fig, title, height=170 * rows + 60)

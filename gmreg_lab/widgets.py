@@ -1,0 +1,311 @@
+"""Interactive widgets on top of :mod:`gmreg_lab.plots` (ipywidgets + plotly ``FigureWidget``, which needs anywidget).
+
+* :func:`attack_explorer` - an eps slider (and attack / image pickers) redraw the clean image, the perturbation, the
+  adversarial image and the class probabilities.
+* :func:`live_figure` - a figure that follows a training run through ``gl.train``'s ``callback``.
+* :func:`training_panel` - lambda and eps sliders, Train and Stop buttons, live curves of the loss, the regulariser,
+  the logit distance and the PGD probe accuracy. Training runs in a background thread; one run at a time (across all
+  panels), Stop sets a ``threading.Event`` that the training loop checks every iteration.
+
+Figures are updated in place inside ``fig.batch_update()``, at most every ``min_interval`` seconds while training.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from pathlib import Path
+from typing import Callable, Optional, Sequence
+
+import ipywidgets as W
+import plotly.graph_objects as go
+import torch
+
+from . import plots
+from .config import TrainConfig
+from .errors import GmregError
+from .evaluate import parse_attack
+from .train import train
+
+EPS_RANGE = {"mnist": (0.5, 0.01), "cifar10": (16 / 255, 1 / 255)}   # slider max and step, pixel units
+ATTACK_SPECS = {"fgsm": "fgsm", "rfgsm": "rfgsm", "ifgsm": "ifgsm:10", "pgd": "pgd:40"}
+ATTACK_NAMES = {"fgsm": "FGSM", "rfgsm": "R-FGSM", "ifgsm": "I-FGSM-10", "pgd": "PGD-40"}
+
+
+def _copy_traces(fig: go.FigureWidget, new: go.Figure, layout_title: Optional[str] = None) -> None:
+    """Copy the data of ``new``'s traces into ``fig``'s (same structure), in one batched update."""
+    with fig.batch_update():
+        for t, nt in zip(fig.data, new.data):
+            for attr in ("x", "y", "z"):
+                if attr in nt and nt[attr] is not None:
+                    t[attr] = nt[attr]
+        if layout_title is not None:
+            fig.layout.title.text = layout_title
+
+
+class _Displayable:
+    widget: W.Widget
+
+    def _repr_mimebundle_(self, **kw):
+        return self.widget._repr_mimebundle_(**kw)
+
+
+# --- attack explorer ------------------------------------------------------------------------------------------------
+class AttackExplorer(_Displayable):
+    """See one image, its adversary and the predicted probabilities; sliders for eps and the image."""
+
+    def __init__(self, model, x, y, *, attacks: Sequence[str] = ("fgsm", "rfgsm", "ifgsm", "pgd"), eps: float = 0.1,
+                 eps_max: Optional[float] = None, eps_step: Optional[float] = None, index: int = 0,
+                 classes: Optional[Sequence[str]] = None, seed: int = 0):
+        if len(x) == 0 or len(x) != len(y):
+            raise GmregError(f"need matching, non-empty images and labels (got {len(x)} images, {len(y)} labels)")
+        unknown = [a for a in attacks if a not in ATTACK_SPECS]
+        if unknown:
+            raise GmregError(f"unknown attack(s) {unknown}; valid: {', '.join(ATTACK_SPECS)}")
+        self.model, self.x, self.y, self.seed = model.eval(), x, y, seed
+        self.dataset = getattr(model, "dataset", "mnist")
+        top, step = EPS_RANGE.get(self.dataset, EPS_RANGE["mnist"])
+        self.classes = list(classes or (plots.CIFAR10_CLASSES if self.dataset == "cifar10" else plots.MNIST_CLASSES))
+        self.eps = W.FloatSlider(value=eps, min=0.0, max=eps_max or top, step=eps_step or step, description="ε",
+                                 readout_format=".3f", continuous_update=True, layout=W.Layout(width="360px"))
+        self.attack = W.Dropdown(options=[(ATTACK_NAMES[a], a) for a in attacks], value=attacks[0],
+                                 description="attack", layout=W.Layout(width="220px"))
+        self.index = W.IntSlider(value=index, min=0, max=len(x) - 1, description="image",
+                                 continuous_update=False, layout=W.Layout(width="320px"))
+        self.fig = go.FigureWidget(self._figure())
+        for w in (self.eps, self.attack, self.index):
+            w.observe(self.update, names="value")
+        self.widget = W.VBox([W.HBox([self.attack, self.eps, self.index]), self.fig])
+
+    def adversary(self, eps: Optional[float] = None, attack: Optional[str] = None, index: Optional[int] = None):
+        """``(x, x_adv, probs_clean, probs_adv)`` for one image (defaults: the widgets' current values)."""
+        eps = self.eps.value if eps is None else eps
+        attack = self.attack.value if attack is None else attack
+        i = self.index.value if index is None else index
+        xi, yi = self.x[i:i + 1], self.y[i:i + 1]
+        gen = torch.Generator(device=xi.device).manual_seed(self.seed)  # same eps -> same picture
+        x_adv = parse_attack(ATTACK_SPECS[attack], self.dataset).run(self.model, xi, yi, float(eps), generator=gen)
+        with torch.no_grad():
+            probs = torch.softmax(self.model(torch.cat([xi, x_adv])).float(), 1)
+        return xi[0], x_adv[0], probs[0], probs[1]
+
+    def _figure(self) -> go.Figure:
+        xi, xa, p0, p1 = self.adversary()
+        return plots.adversarial_panel(xi, xa, p0, p1, eps=self.eps.value, classes=self.classes,
+                                       label=int(self.y[self.index.value]), attack=ATTACK_NAMES[self.attack.value])
+
+    def update(self, *_):
+        new = self._figure()
+        with self.fig.batch_update():
+            _copy_traces(self.fig, new, new.layout.title.text)
+            self.fig.data[1].zmin, self.fig.data[1].zmax = new.data[1].zmin, new.data[1].zmax
+
+
+def attack_explorer(model, x, y, **kw) -> AttackExplorer:
+    """An eps slider that redraws clean image, perturbation, adversarial image and class probabilities."""
+    return AttackExplorer(model, x, y, **kw)
+
+
+# --- a figure that follows training -----------------------------------------------------------------------------------
+class LiveFigure(_Displayable):
+    """A ``FigureWidget`` redrawn from history rows by ``make(rows, **kw)`` (a :mod:`plots` function).
+
+    Pass ``live.callback`` to ``gl.train(..., callback=...)``; call ``live.show(history)`` to draw a finished run.
+    """
+
+    def __init__(self, make: Callable, history=(), *, min_interval: float = 0.5, **kw):
+        self.make, self.kw, self.min_interval = make, kw, min_interval
+        self.rows: list = list(history)
+        self.fig = go.FigureWidget(make(self.rows, **kw))
+        self.widget = self.fig
+        self._last = 0.0
+        self.redraws = 0
+
+    def callback(self, row) -> None:
+        self.rows.append(row)
+        if row.get("event") != "log" and row.get("event") != "end":
+            return None
+        now = time.monotonic()
+        if row.get("event") == "end" or now - self._last >= self.min_interval:
+            self.redraw()
+        return None  # never stops training
+
+    def show(self, history) -> "LiveFigure":
+        self.rows = list(history)
+        self.redraw()
+        return self
+
+    def redraw(self) -> None:
+        _copy_traces(self.fig, self.make(self.rows, **self.kw))
+        self._last = time.monotonic()
+        self.redraws += 1
+
+
+def live_figure(make: Callable = plots.training_curves, history=(), **kw) -> LiveFigure:
+    return LiveFigure(make, history, **kw)
+
+
+# --- training panel -------------------------------------------------------------------------------------------------
+_ONE_RUN = threading.Lock()   # one training run at a time in this kernel, whatever the number of panels
+
+
+class TrainingPanel(_Displayable):
+    """lambda / eps sliders, method picker, Train and Stop, and a live 2x2 dashboard of the current run."""
+
+    METHODS = ("proposed", "fgsm", "rfgsm", "fgsm_rfgsm", "pgd", "normal")
+
+    def __init__(self, base: TrainConfig, *, out_dir=None, data_dir=None, device="auto", lam_max: float = 20.0,
+                 eps_max: Optional[float] = None, min_interval: float = 0.5):
+        if not isinstance(base, TrainConfig):
+            raise GmregError("base must be a TrainConfig (e.g. lab.recipe('proposed'))")
+        self.base, self.data_dir, self.device = base, data_dir, device
+        self.out_dir = Path(out_dir) if out_dir is not None else None
+        self.min_interval = min_interval
+        top, step = EPS_RANGE[base.dataset]
+        slider = dict(continuous_update=False, layout=W.Layout(width="330px"), style={"description_width": "60px"})
+        self.lam = W.FloatSlider(value=base.lam, min=0.0, max=lam_max, step=0.5, description="λ",
+                                 readout_format=".1f", **slider)
+        self.eps = W.FloatSlider(value=base.eps, min=step, max=eps_max or top, step=step, description="ε",
+                                 readout_format=".3f", **slider)
+        methods = self.METHODS if base.method in self.METHODS else (base.method, *self.METHODS)
+        self.method = W.Dropdown(options=methods, value=base.method, description="method",
+                                 layout=W.Layout(width="230px"))
+        self.train_button = W.Button(description="Train", button_style="success", icon="play")
+        self.stop_button = W.Button(description="Stop", button_style="danger", icon="stop", disabled=True)
+        self.status = W.HTML("ready")
+        self.fig = go.FigureWidget(plots.training_dashboard(title="press Train"))
+        self.train_button.on_click(lambda _: self.start())
+        self.stop_button.on_click(lambda _: self.stop())
+        self.widget = W.VBox([W.HBox([self.method, self.lam, self.eps]),
+                              W.HBox([self.train_button, self.stop_button, self.status]), self.fig])
+        self._lock = threading.Lock()
+        self._busy = False
+        self._thread: Optional[threading.Thread] = None
+        self._stop = threading.Event()
+        self._run_id = 0
+        self._last_draw = 0.0
+        self.jobs_started = 0
+        self.rows: list = []
+        self.result = None
+        self.error: Optional[BaseException] = None
+        self.last_config: Optional[TrainConfig] = None
+
+    # state ----------------------------------------------------------------------------------------------------------
+    @property
+    def running(self) -> bool:
+        return self._busy
+
+    def config(self) -> TrainConfig:
+        """The config the next Train click would run (the base config with the sliders' values)."""
+        eps = round(float(self.eps.value), 6)
+        return self.base.replace(method=self.method.value, lam=float(self.lam.value), eps=eps,
+                                 alpha=min(self.base.alpha, eps))
+
+    def _title(self, cfg: TrainConfig, state: str) -> str:
+        lam = f", λ = {cfg.lam:g}" if cfg.method == "proposed" else ""
+        return f"{cfg.method}{lam}, ε = {cfg.eps:.3g}: {state}"
+
+    def _set_controls(self, running: bool) -> None:
+        self.train_button.disabled = running
+        self.stop_button.disabled = not running
+        for w in (self.lam, self.eps, self.method):
+            w.disabled = running
+
+    # actions --------------------------------------------------------------------------------------------------------
+    def start(self) -> bool:
+        """Start a run with the current slider values; returns False (and starts nothing) if one is running."""
+        with self._lock:
+            if self._busy:
+                self.status.value = "a run is in progress: press Stop first"
+                return False
+            if not _ONE_RUN.acquire(blocking=False):
+                self.status.value = "another panel is training: stop it first"
+                return False
+            try:
+                cfg = self.config()
+            except GmregError as e:
+                _ONE_RUN.release()
+                self.status.value = f"<b>bad settings</b>: {e}"
+                self.error = e
+                return False
+            self._busy = True
+            self._run_id += 1
+            self._stop = threading.Event()
+            self.rows, self.result, self.error, self.last_config = [], None, None, cfg
+            self.jobs_started += 1
+            self._set_controls(True)
+            self._draw(self._title(cfg, "starting"))
+            self.status.value = f"training {cfg.method} (λ = {cfg.lam:g}, ε = {cfg.eps:.3g})..."
+            self._thread = threading.Thread(target=self._work, args=(self._run_id, cfg, self._stop),
+                                            name="gmreg-training-panel", daemon=True)
+            self._thread.start()
+            return True
+
+    def stop(self) -> None:
+        """Ask the current run to stop (it stops within one iteration)."""
+        self._stop.set()
+        if self._busy:
+            self.status.value = "stopping..."
+
+    def wait(self, timeout: Optional[float] = None):
+        """Block until the current run ends; return its TrainResult, re-raise its error."""
+        t = self._thread
+        if t is not None:
+            t.join(timeout)
+            if t.is_alive():
+                raise TimeoutError(f"training still running after {timeout} s")
+        if self.error is not None:
+            raise self.error
+        return self.result
+
+    def train_blocking(self, timeout: Optional[float] = None, **settings):
+        """Set ``method`` / ``lam`` / ``eps`` (as the sliders would), train, wait, and return the TrainResult."""
+        for key in settings:
+            if key not in ("method", "lam", "eps"):
+                raise GmregError(f"unknown setting {key!r}; valid: method, lam, eps")
+            getattr(self, key).value = settings[key]
+        if not self.start():
+            raise GmregError(self.status.value)
+        return self.wait(timeout)
+
+    # worker ---------------------------------------------------------------------------------------------------------
+    def _on_row(self, run_id: int, row) -> Optional[bool]:
+        if run_id != self._run_id:
+            return True
+        self.rows.append(row)
+        if row.get("event") == "log" and time.monotonic() - self._last_draw >= self.min_interval:
+            self._draw(self._title(self.last_config, f"iteration {row['iteration']}"))
+        return None
+
+    def _draw(self, title: str) -> None:
+        new = plots.training_dashboard(self.rows)
+        _copy_traces(self.fig, new, title)
+        self._last_draw = time.monotonic()
+
+    def _work(self, run_id: int, cfg: TrainConfig, stop: threading.Event) -> None:
+        t0 = time.perf_counter()
+        try:
+            out = None
+            if self.out_dir is not None:
+                from .lab import run_name
+                out = self.out_dir / run_name(cfg, "panel")
+            res = train(cfg, out, resume=out is not None, device=self.device, data_dir=self.data_dir,
+                        callback=lambda row: self._on_row(run_id, row), stop=stop, progress=False)
+            self.result = res
+            self.rows = list(res.history)
+            state = "stopped" if res.stopped else "done"
+            self._draw(self._title(cfg, f"{state} after {res.metrics.get('iterations', '?')} iterations"))
+            self.status.value = f"{state} in {time.perf_counter() - t0:.1f} s"
+        except BaseException as e:  # shown in the panel; wait() re-raises it
+            self.error = e
+            self.status.value = f"<b>error</b>: {type(e).__name__}: {e}"
+        finally:
+            with self._lock:
+                self._busy = False
+                _ONE_RUN.release()
+                self._set_controls(False)
+
+
+def training_panel(base: TrainConfig, **kw) -> TrainingPanel:
+    """lambda / eps sliders (``continuous_update=False``), Train / Stop, live curves; one run at a time."""
+    return TrainingPanel(base, **kw)
