@@ -294,3 +294,25 @@ def image_grid(images, titles: Optional[Sequence[str]] = None, *, cols: int = 6,
     fig.update_xaxes(visible=False)
     fig.update_yaxes(visible=False)
     return _layout(fig, title, height=170 * rows + 60)
+
+
+def checklist_figure(checklists: Mapping[str, Sequence[Mapping]], *, title: str = "") -> go.Figure:
+    """The gradient-masking checklist (``{model: lab.masking_checklist(...)}``) as a table: one column per model,
+    one row per check, a tick when the model passes it and a cross (a sign of masking) when it does not."""
+    models = list(checklists)
+    if not models:
+        raise GmregError("no checklists to show")
+    checks: list = []
+    for items in checklists.values():
+        checks += [i["check"] for i in items if i["check"] not in checks]
+    cells, colors = [checks], ["white"]
+    fills = []
+    for m in models:
+        by = {i["check"]: i for i in checklists[m]}
+        cells.append([("✔ " if by[c]["ok"] else "✘ ") + by[c]["detail"] if c in by else "" for c in checks])
+        fills.append(["#d3f9d8" if c in by and by[c]["ok"] else "#ffe3e3" if c in by else "white" for c in checks])
+    fig = go.Figure(go.Table(header=dict(values=["check", *models], fill_color="#e9ecef", align="left"),
+                             cells=dict(values=cells, fill_color=[[colors[0]] * len(checks), *fills],
+                                        align="left", height=28),
+                             columnwidth=[2.2] + [1.6] * len(models)))
+    return _layout(fig, title or "gradient-masking checklist", height=120 + 40 * len(checks))
