@@ -41,8 +41,8 @@ case "${1:-}" in
   test)
     setup
     browser
-    export GMREG_SMOKE=1
-    exec "$VENV/bin/pytest" "${@:2}"
+    export GMREG_SMOKE=1   # notebooks run in smoke mode (tiny sizes) under papermill and nbval
+    exec "$VENV/bin/pytest" --nbval-lax --nbval-current-env "${@:2}"
     ;;
   *)
     echo "usage: ./kit.sh lab | test [pytest args]" >&2

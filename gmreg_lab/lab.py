@@ -137,7 +137,8 @@ def masking_checklist(table: dict, *, transfer_acc: Optional[float] = None, swee
     """The gradient-masking checklist for one model, from results already computed.
 
     ``table``: ``evaluate`` output holding at least ``clean``, ``fgsm`` and one ``pgd-*`` entry (accuracy %).
-    ``transfer_acc``: accuracy under a black-box FGSM transfer attack at the same eps. ``sweep``: a ``sweep``
+    ``transfer_acc``: accuracy under a black-box FGSM transfer attack at the same eps (a masked model resists its
+    own FGSM better than FGSM transferred from another model; 2 points of tolerance for sampling noise). ``sweep``: a ``sweep``
     output with a ``pgd-*`` entry. ``logit_dist``: the FGSM/R-FGSM logit distance. Returns a list of
     ``{"check", "ok", "detail"}``; ``ok=False`` is a sign of gradient masking. ``margin`` is in accuracy points.
     """
@@ -156,9 +157,9 @@ def masking_checklist(table: dict, *, transfer_acc: Optional[float] = None, swee
          "detail": f"FGSM {fg:.1f}%, {pgd[-1].upper()} {pg:.1f}%"},
     ]
     if transfer_acc is not None:
-        out.append({"check": "white-box attack stronger than black-box transfer",
-                    "ok": pg <= transfer_acc + margin / 2,
-                    "detail": f"white-box {pgd[-1].upper()} {pg:.1f}%, black-box FGSM {transfer_acc:.1f}%"})
+        out.append({"check": "white-box FGSM at least as strong as black-box FGSM (transferred)",
+                    "ok": fg <= transfer_acc + 2.0,
+                    "detail": f"white-box FGSM {fg:.1f}%, black-box FGSM {transfer_acc:.1f}%"})
     if sweep is not None:
         key = [k for k in sweep if k.startswith("pgd")]
         if not key:

@@ -153,6 +153,8 @@ def sweep_figure(sw: Mapping, metric: str = "acc", *, title: str = "", train_eps
     if train_eps is not None:
         fig.add_vline(x=train_eps, line_dash="dash", line_color="#868e96",
                       annotation_text=f"training eps {train_eps:g}", annotation_position="top")
+    if metric == "acc":
+        fig.update_yaxes(range=[-2, 102])
     return _layout(fig, title or f"{'accuracy' if metric == 'acc' else 'mean loss'} vs eps", xaxis_title="eps",
                    yaxis_title="accuracy (%)" if metric == "acc" else "mean cross-entropy")
 
@@ -172,6 +174,8 @@ def sweep_grid(sweeps: Mapping[str, Mapping], metric: str = "loss", *, title: st
             fig.add_vline(x=train_eps, line_dash="dash", line_color="#868e96", row=1, col=j)
     fig.update_xaxes(title_text="eps")
     fig.update_yaxes(title_text="accuracy (%)" if metric == "acc" else "mean cross-entropy", col=1)
+    if metric == "acc":
+        fig.update_yaxes(range=[-2, 102])
     return _layout(fig, title or f"{metric} vs eps", height=420)
 
 
@@ -187,6 +191,8 @@ def sweep_models(sweeps: Mapping[str, Mapping], attack: str, metric: str = "acc"
     if train_eps is not None:
         fig.add_vline(x=train_eps, line_dash="dash", line_color="#868e96",
                       annotation_text=f"training eps {train_eps:g}", annotation_position="top")
+    if metric == "acc":
+        fig.update_yaxes(range=[-2, 102])
     return _layout(fig, title or f"{attack.upper()} {metric} vs eps", xaxis_title="eps",
                    yaxis_title="accuracy (%)" if metric == "acc" else "mean cross-entropy")
 
@@ -263,7 +269,7 @@ def adversarial_panel(x, x_adv, probs_clean, probs_adv, *, eps: float, classes: 
                         subplot_titles=("clean", "perturbation", "adversarial", "class probabilities"))
     fig.add_trace(_image_trace(d["clean"], name="clean"), row=1, col=1)
     lim = max(float(eps), 1e-3)
-    fig.add_trace(go.Heatmap(z=d["perturbation"][::-1], colorscale="RdBu", zmin=-lim, zmax=lim, showscale=False,
+    fig.add_trace(go.Heatmap(z=d["perturbation"][::-1], colorscale="RdBu_r", zmin=-lim, zmax=lim, showscale=False,
                              name="perturbation"), row=1, col=2)
     fig.add_trace(_image_trace(d["adversarial"], name="adversarial"), row=1, col=3)
     fig.add_trace(go.Bar(x=classes, y=d["probs_clean"], name="clean", marker_color=COLORS["clean"]), row=1, col=4)

@@ -288,7 +288,7 @@ class TrainingPanel(_Displayable):
             out = None
             if self.out_dir is not None:
                 from .lab import run_name
-                out = self.out_dir / run_name(cfg, "panel")
+                out = self.out_dir / run_name(cfg)   # the same cache as lab.cached_train
             res = train(cfg, out, resume=out is not None, device=self.device, data_dir=self.data_dir,
                         callback=lambda row: self._on_row(run_id, row), stop=stop, progress=False)
             self.result = res

@@ -1,0 +1,113 @@
+"""A real browser: JupyterLab served on 127.0.0.1, notebook 01 run in Debian's headless chromium (Playwright), the eps
+slider moved with the keyboard, and the explorer's plotly figure checked to have changed. Skipped cleanly when
+/usr/bin/chromium or playwright is missing (``./kit.sh test`` installs chromium with apt)."""
+
+import os
+import secrets
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.browser
+
+ROOT = Path(__file__).resolve().parent.parent
+CHROMIUM = "/usr/bin/chromium"
+ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+        "--disable-component-update", "--disable-sync", "--no-first-run"]
+# the explorer's figure: the one whose title says "... at eps = ..."; trace 4 = probabilities on the adversary
+EXPLORER = """() => {
+  const d = Array.from(document.querySelectorAll('.jp-OutputArea .js-plotly-plot'))
+      .find(d => d.layout && d.layout.title && String(d.layout.title.text || '').includes('at eps ='));
+  return d ? {title: String(d.layout.title.text), y: Array.from(d.data[4].y), z: JSON.stringify(d.data[2].z)} : null;
+}"""
+
+
+def _free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture
+def lab_server(tmp_path):
+    if not os.path.exists(CHROMIUM):
+        pytest.skip(f"{CHROMIUM} not installed (apt-get install chromium)")
+    pytest.importorskip("playwright.sync_api")
+    if shutil.which("jupyter", path=str(Path(sys.executable).parent)) is None:
+        pytest.skip("jupyter is not installed next to this python")
+    root = tmp_path / "served"
+    root.mkdir()
+    shutil.copy(ROOT / "notebooks" / "01_adversarial_examples.ipynb", root)   # never autosave the committed copy
+    port, token = _free_port(), secrets.token_hex(16)
+    env = {**os.environ, "GMREG_SMOKE": "1", "JUPYTER_CONFIG_DIR": str(tmp_path / "cfg"),
+           "JUPYTER_RUNTIME_DIR": str(tmp_path / "runtime")}
+    log = open(tmp_path / "jupyter.log", "w")
+    proc = subprocess.Popen(
+        [str(Path(sys.executable).parent / "jupyter"), "lab", "--no-browser", "--ip=127.0.0.1", f"--port={port}",
+         f"--IdentityProvider.token={token}", f"--ServerApp.root_dir={root}", "--ServerApp.open_browser=False",
+         *(["--allow-root"] if os.geteuid() == 0 else [])],
+        stdout=log, stderr=subprocess.STDOUT, env=env)
+    try:
+        url = f"http://127.0.0.1:{port}"
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                urllib.request.urlopen(f"{url}/api/status?token={token}", timeout=2)
+                break
+            except OSError:
+                if proc.poll() is not None or time.monotonic() > deadline:
+                    pytest.fail("JupyterLab did not start:\n" + (tmp_path / "jupyter.log").read_text()[-3000:])
+                time.sleep(0.3)
+        yield url, token
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+        log.close()
+
+
+def test_notebook_01_in_a_real_browser(lab_server, tmp_path):
+    from playwright.sync_api import sync_playwright
+
+    url, token = lab_server
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=ARGS)
+        try:
+            page = browser.new_page(viewport={"width": 1400, "height": 1800})
+            errors = []
+            page.on("pageerror", lambda e: errors.append(str(e)))
+            page.goto(f"{url}/lab/tree/01_adversarial_examples.ipynb?token={token}")
+            page.wait_for_selector(".jp-Notebook-ExecutionIndicator[data-status='idle']", timeout=120_000)
+            page.locator(".jp-Notebook .jp-Cell").first.click()
+            page.keyboard.press("Escape")                          # command mode, or Run All does nothing
+            page.get_by_role("menuitem", name="Run", exact=True).click()
+            page.get_by_role("menuitem", name="Run All Cells", exact=True).click()
+            # the last cell prints this when every check of the notebook passed (it also moves eps to 0.3)
+            page.get_by_text("all checks passed").wait_for(timeout=240_000)
+            page.wait_for_function(f"() => {{ const f = ({EXPLORER})(); return f && f.title.includes('0.3'); }}",
+                                   timeout=60_000)
+            before = page.evaluate(EXPLORER)
+            page.screenshot(path=str(tmp_path / "before.png"), full_page=True)
+            handle = page.locator(".widget-slider .noUi-handle").first   # the explorer's eps slider
+            handle.click()
+            handle.press("ArrowRight")                              # step 0.01: 0.30 -> 0.32
+            handle.press("ArrowRight")
+            page.wait_for_function(
+                f"() => {{ const f = ({EXPLORER})(); return f && f.title.includes('eps = 0.32'); }}", timeout=60_000)
+            after = page.evaluate(EXPLORER)
+            page.screenshot(path=str(tmp_path / "after.png"), full_page=True)
+        finally:
+            browser.close()
+    assert after["title"] != before["title"] and "0.32" in after["title"], (before["title"], after["title"])
+    assert after["y"] != before["y"] and after["z"] != before["z"]   # probabilities and adversarial image redrawn
+    assert (tmp_path / "after.png").stat().st_size > 10_000
+    assert not errors, errors

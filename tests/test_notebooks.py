@@ -1,0 +1,88 @@
+"""The notebook series: committed clean, well-formed, and every notebook runs top to bottom in smoke mode.
+
+Each notebook ends with a cell of assertions about what it showed, so running it is a real check. The executed copies
+go to a temporary directory; the committed notebooks are never written.
+"""
+
+import ast
+import json
+import re
+from pathlib import Path
+
+import pytest
+
+nbformat = pytest.importorskip("nbformat")
+
+ROOT = Path(__file__).resolve().parent.parent
+NB_DIR = ROOT / "notebooks"
+SERIES = ["01_adversarial_examples", "02_gradient_masking", "03_logit_distance", "04_regularized_training",
+          "05_evaluation", "06_cifar10"]
+NOTEBOOKS = [NB_DIR / f"{name}.ipynb" for name in SERIES]
+WIDGET_CALL = re.compile(r"gl\.widgets\.(attack_explorer|training_panel|live_figure)\(")
+MAX_EXECUTED_BYTES = 3_000_000   # plotly outputs of the smoke runs are a few hundred kB; widget state would be MBs
+
+
+def _ids(p):
+    return p.stem
+
+
+def test_the_series_is_complete():
+    found = sorted(p.stem for p in NB_DIR.glob("[0-9][0-9]_*.ipynb"))
+    assert found == SERIES
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=_ids)
+def test_committed_notebook_is_clean_and_well_formed(path):
+    nb = nbformat.read(path, as_version=4)
+    nbformat.validate(nb)
+    code = [c for c in nb.cells if c.cell_type == "code"]
+    for c in code:
+        assert c.outputs == [] and c.execution_count is None, f"{path.name}: commit notebooks with outputs cleared"
+    assert "widgets" not in nb.metadata, f"{path.name}: saved widget state in the committed notebook"
+    intro = nb.cells[0]
+    assert intro.cell_type == "markdown"
+    for heading in ("What this teaches", "What it needs", "How long"):
+        assert heading in intro.source, f"{path.name}: the introduction should say {heading!r}"
+    params = code[0]
+    assert "parameters" in params.metadata.get("tags", []), f"{path.name}: first code cell must be tagged parameters"
+    assert 'SMOKE = os.environ.get("GMREG_SMOKE") == "1"' in params.source
+    # plain values only: papermill injects its values *after* this cell, so nothing here may derive from SMOKE
+    for node in ast.parse(params.source).body:
+        if isinstance(node, ast.Assign) and node.targets[0].id != "SMOKE":
+            ast.literal_eval(node.value)
+        else:
+            assert isinstance(node, (ast.Import, ast.Assign)), ast.dump(node)
+    assert "import gmreg_lab as gl" in code[1].source
+    last = code[-1]
+    assert "assert " in last.source and 'print("all checks passed")' in last.source, \
+        f"{path.name}: the last cell checks what the notebook showed"
+    for c in code:
+        if WIDGET_CALL.search(c.source):
+            assert "nbval-ignore-output" in c.metadata.get("tags", []), \
+                f"{path.name}: tag widget cells nbval-ignore-output:\n{c.source}"
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=_ids)
+def test_notebook_runs_in_smoke_mode(path, tmp_path):
+    pm = pytest.importorskip("papermill")
+    out = tmp_path / path.name
+    pm.execute_notebook(str(path), str(out), parameters={"SMOKE": True}, kernel_name="python3",
+                        cwd=str(path.parent), progress_bar=False, store_widget_state=False)
+    nb = nbformat.read(out, as_version=4)
+    errors = [o for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", []) if o.output_type == "error"]
+    assert not errors, errors
+    last = [c for c in nb.cells if c.cell_type == "code"][-1]
+    text = "".join(o.get("text", "") for o in last.outputs if o.output_type == "stream")
+    assert "all checks passed" in text
+    injected = [c for c in nb.cells if "injected-parameters" in c.metadata.get("tags", [])]
+    assert injected and "SMOKE = True" in injected[0].source
+    # no bloated widget state: the executed notebook stays small and holds no saved widget models
+    size = out.stat().st_size
+    assert size < MAX_EXECUTED_BYTES, f"executed {path.name} is {size / 1e6:.1f} MB"
+    state = nb.metadata.get("widgets", {})
+    assert len(json.dumps(state)) < 10_000, f"executed {path.name} stores {len(json.dumps(state))} bytes of widgets"
+    # figures render through plotly's mimetype (no CDN, no embedded plotly.js)
+    mimes = {k for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", []) for k in o.get("data", {})}
+    assert "application/vnd.plotly.v1+json" in mimes
+    assert not any("cdn.plot.ly" in json.dumps(o) for c in nb.cells if c.cell_type == "code" for o in c.outputs)

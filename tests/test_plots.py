@@ -1,0 +1,104 @@
+"""plots: figures built from plain data, with the data they were given (no compute inside)."""
+
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+
+go = pytest.importorskip("plotly.graph_objects")
+from gmreg_lab import plots  # noqa: E402
+
+ROWS = [{"event": "log", "iteration": i, "loss": 2.0 / i, "ce": 1.5 / i, "reg": 0.1 * i, "logit_dist": 0.5 * i,
+         "acc_clean": 50 + i, "acc_fgsm": 40 + 2 * i, "acc_pgd": 30 - i, "loss_fgsm": 1.0, "loss_pgd": 1.0 + i}
+        for i in range(1, 6)] + [{"event": "epoch", "iteration": 5, "epoch": 1, "epoch_seconds": 3.0}]
+SWEEP = {"eps": [0.0, 0.1, 0.3], "fgsm": {"acc": [99.0, 60.0, 20.0], "loss": [0.1, 1.0, 3.0]},
+         "pgd-40": {"acc": [99.0, 40.0, 1.0], "loss": [0.1, 2.0, 9.0]}}
+
+
+def test_compute_modules_never_import_plotly_or_ipywidgets():
+    code = ("import sys, gmreg_lab, gmreg_lab.lab, gmreg_lab.fixtures; "
+            "bad = [m for m in ('plotly', 'ipywidgets', 'anywidget') if m in sys.modules]; "
+            "assert not bad, bad; import gmreg_lab as gl; gl.plots; assert 'plotly' in sys.modules")
+    subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_training_curves_use_the_log_rows_only():
+    fig = plots.training_curves(ROWS, ("acc_clean", "acc_pgd"))
+    assert isinstance(fig, go.Figure) and [t.name for t in fig.data] == ["CLEAN", "PGD"]
+    assert list(fig.data[0].x) == [1, 2, 3, 4, 5] and list(fig.data[1].y) == [29, 28, 27, 26, 25]
+
+
+def test_series_skips_missing_values():
+    rows = [{"event": "log", "iteration": 1, "reg": None}, {"event": "log", "iteration": 2, "reg": 0.5}]
+    assert plots.series(rows, "reg") == ([2], [0.5])
+    assert plots.series(rows, "absent") == ([], [])
+
+
+def test_dashboard_has_one_trace_per_declared_series():
+    fig = plots.training_dashboard(ROWS)
+    assert len(fig.data) == len(plots.DASHBOARD_TRACES)
+    for trace, (_, _, key, name) in zip(fig.data, plots.DASHBOARD_TRACES):
+        assert trace.name == name and list(trace.y) == [float(r[key]) for r in ROWS[:5]]
+    empty = plots.training_dashboard([])
+    assert all(len(t.x) == 0 for t in empty.data)
+
+
+def test_masking_diagnostic_shows_distance_and_loss_gap():
+    fig = plots.masking_diagnostic({"a": ROWS, "b": ROWS[:2]})
+    assert len(fig.data) == 4
+    assert list(fig.data[1].y) == [float(i) for i in range(1, 6)]   # loss_pgd - loss_fgsm
+    assert plots.loss_gap(ROWS) == ([1, 2, 3, 4, 5], [1.0, 2.0, 3.0, 4.0, 5.0])
+
+
+def test_compare_runs_log_axis():
+    fig = plots.compare_runs({"x": ROWS, "y": ROWS}, "logit_dist", log_y=True)
+    assert fig.layout.yaxis.type == "log" and [t.name for t in fig.data] == ["x", "y"]
+
+
+def test_sweep_figures():
+    fig = plots.sweep_figure(SWEEP, "loss", train_eps=0.3)
+    assert [list(t.y) for t in fig.data] == [SWEEP["fgsm"]["loss"], SWEEP["pgd-40"]["loss"]]
+    assert fig.layout.shapes and fig.layout.shapes[0].x0 == 0.3          # dashed training-eps line
+    grid = plots.sweep_grid({"early": SWEEP, "late": SWEEP}, "acc")
+    assert len(grid.data) == 4 and sum(t.showlegend is not False for t in grid.data) == 2
+    models = plots.sweep_models({"m1": SWEEP, "m2": SWEEP}, "pgd-40")
+    assert [t.name for t in models.data] == ["m1", "m2"]
+    with pytest.raises(ValueError, match="metric"):
+        plots.sweep_figure(SWEEP, "accuracy")
+    with pytest.raises(ValueError, match="sweep"):
+        plots.sweep_figure({"fgsm": {}})
+    with pytest.raises(ValueError, match="no 'ifgsm-40'"):
+        plots.sweep_models({"m": SWEEP}, "ifgsm-40")
+
+
+def test_adversarial_panel_shows_images_perturbation_and_probabilities():
+    x = torch.rand(1, 28, 28)
+    x_adv = (x + 0.1 * torch.randn_like(x).sign()).clamp(0, 1)
+    p0, p1 = torch.softmax(torch.randn(10), 0), torch.softmax(torch.randn(10), 0)
+    fig = plots.adversarial_panel(x, x_adv, p0, p1, eps=0.1, label=3, attack="fgsm")
+    assert [type(t).__name__ for t in fig.data] == ["Heatmap", "Heatmap", "Heatmap", "Bar", "Bar"]
+    assert np.allclose(np.asarray(fig.data[1].z)[::-1], (x_adv - x)[0].numpy(), atol=1e-6)
+    assert np.allclose(fig.data[4].y, p1.numpy()) and "true class 3" in fig.layout.title.text
+    rgb = plots.adversarial_panel(torch.rand(3, 32, 32), torch.rand(3, 32, 32), p0, p1, eps=8 / 255,
+                                  classes=plots.CIFAR10_CLASSES)
+    assert type(rgb.data[0]).__name__ == "Image" and list(rgb.data[3].x) == plots.CIFAR10_CLASSES
+    with pytest.raises(ValueError, match="one image"):
+        plots.adversarial_panel(torch.rand(2, 1, 28, 28), torch.rand(2, 1, 28, 28), p0, p1, eps=0.1)
+
+
+def test_bars_and_tables():
+    tables = {"m1": {"clean": {"acc": 99.0, "loss": 0.1}, "pgd-40": {"acc": 1.0, "loss": 9.0}},
+              "m2": {"clean": {"acc": 98.0, "loss": 0.1}}}
+    fig = plots.table_bars(tables)
+    assert list(fig.data[0].x) == ["CLEAN", "PGD-40"] and list(fig.data[1].y) == [98.0, None]
+    v = plots.value_bars({"a": 1.0, "b": 2.5})
+    assert list(v.data[0].y) == [1.0, 2.5]
+    check = {"m": [{"check": "c1", "ok": True, "detail": "d1"}, {"check": "c2", "ok": False, "detail": "d2"}]}
+    t = plots.checklist_figure(check)
+    assert list(t.data[0].cells.values[1]) == ["✔ d1", "✘ d2"]
+    with pytest.raises(ValueError):
+        plots.checklist_figure({})
+    grid = plots.image_grid(torch.rand(7, 1, 28, 28), list("abcdefg"), cols=3)
+    assert len(grid.data) == 7
