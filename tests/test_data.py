@@ -2,12 +2,12 @@ import gzip
 import pickle
 import shutil
 
-import numpy as np
 import pytest
 import torch
 
 import gmreg_lab as gl
 from gmreg_lab import data
+from gmreg_lab.fixtures import make_cifar10_fixture
 
 
 def test_real_mnist_ships_with_the_repo():
@@ -61,20 +61,8 @@ def test_truncated_mnist_is_a_clear_error(tmp_path):
 
 
 def write_cifar_fixture(root, n_per_batch=20, seed=0):
-    """A tiny CIFAR-10 in the real python-pickle format that torchvision reads."""
-    rng = np.random.default_rng(seed)
-    d = root / "cifar-10-batches-py"
-    d.mkdir(parents=True, exist_ok=True)
-    names = [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]
-    for name in names:
-        batch = {"data": rng.integers(0, 256, (n_per_batch, 3072), dtype=np.uint8),
-                 "labels": rng.integers(0, 10, n_per_batch).tolist(), "batch_label": name}
-        with open(d / name, "wb") as f:
-            pickle.dump(batch, f)
-    with open(d / "batches.meta", "wb") as f:
-        pickle.dump({"label_names": ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse",
-                                     "ship", "truck"]}, f)
-    return root
+    """A tiny CIFAR-10 in the real python-pickle format that torchvision reads (gmreg_lab.fixtures)."""
+    return make_cifar10_fixture(root, n_per_batch, seed)
 
 
 def test_cifar_fixture_loads_through_torchvision(tmp_path):
