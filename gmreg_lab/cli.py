@@ -88,6 +88,16 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--eps-list", type=_floats, default=None, help="comma-separated epsilons (default 0..2x train eps)")
     s.add_argument("--save", default=None, help="also write the result as JSON to this file")
     _common(s)
+
+    r = sub.add_parser("reproduce", help="train and evaluate every method of the paper's tables (cached, resumable)")
+    r.add_argument("--dataset", default="mnist")
+    r.add_argument("--scale", default="quick", help="smoke (seconds), quick (tens of minutes on a CPU), paper")
+    r.add_argument("--out", default=None, help="results folder (default results/<dataset>-<scale>)")
+    r.add_argument("--methods", default=None, help="comma-separated subset of runs (default: all)")
+    r.add_argument("--data-dir", default=None)
+    r.add_argument("--no-figures", action="store_true")
+    r.add_argument("--no-progress", action="store_true")
+    r.add_argument("--device", default="auto")
     return ap
 
 
@@ -206,7 +216,19 @@ def cmd_sweep(args) -> int:
     return 0
 
 
-COMMANDS = {"train": cmd_train, "evaluate": cmd_evaluate, "transfer": cmd_transfer, "sweep": cmd_sweep}
+def cmd_reproduce(args) -> int:
+    from .reproduce import reproduce
+
+    out = args.out or f"results/{args.dataset}-{args.scale}"
+    reproduce(args.dataset, args.scale, out, methods=args.methods, device=_device(args.device),
+              data_dir=args.data_dir, progress=not args.no_progress, figures=not args.no_figures)
+    print(Path(out, "TABLES.md").read_text())
+    print(f"results written to {out}")
+    return 0
+
+
+COMMANDS = {"train": cmd_train, "evaluate": cmd_evaluate, "transfer": cmd_transfer, "sweep": cmd_sweep,
+            "reproduce": cmd_reproduce}
 
 
 def main(argv=None) -> int:

@@ -1,6 +1,9 @@
 """Evaluation: white-box tables (Table 3/4), black-box transfer (Table 5/6), and accuracy / loss vs epsilon
 (Fig. 1-4). Attacks run with the model in eval mode, in large batches; clean passes under ``torch.inference_mode``.
 
+Iterative attacks stop early per example: an example counts as broken at the first iterate the model
+misclassifies (``early_stop=True`` in :mod:`gmreg_lab.attacks`), which is never weaker than keeping the last iterate.
+
 Attack specs are short strings: ``clean``, ``fgsm``, ``rfgsm[:alpha]``, ``ifgsm:STEPS``,
 ``pgd:STEPS[:STEP_SIZE[:RESTARTS]]`` (PGD step size defaults to 0.01 on MNIST, 2/255 on CIFAR-10).
 """
@@ -42,8 +45,9 @@ class Attack:
         if self.name == "rfgsm":
             return rfgsm(model, x, y, eps, min(self.step_size, eps), generator=generator)
         if self.name == "ifgsm":
-            return ifgsm(model, x, y, eps, self.steps)
-        return pgd(model, x, y, eps, self.step_size, self.steps, restarts=self.restarts, generator=generator)
+            return ifgsm(model, x, y, eps, self.steps, early_stop=True)
+        return pgd(model, x, y, eps, self.step_size, self.steps, restarts=self.restarts, generator=generator,
+                   early_stop=True)
 
 
 def parse_attack(spec: str, dataset: str = "mnist") -> Attack:

@@ -30,6 +30,9 @@ def atomic_write_bytes(path, data: bytes) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600 files; give the usual permissions
         with os.fdopen(fd, "wb") as f:
             f.write(data)
             f.flush()
@@ -98,13 +101,13 @@ def load_model(path, *, which: str = "best", device="cpu", dataset: str | None =
     """The trained model of a run directory (or checkpoint file), in eval mode, taking [0, 1] pixels.
 
     ``which="best"`` returns the epoch with the best validation I-FGSM-3 accuracy when the run kept one (the paper's
-    model-selection rule), else the last epoch; ``which="last"`` always the last. ``dataset`` / ``arch``, if given,
-    must match the checkpoint.
+    model-selection rule), else the last epoch; ``which="last"`` always the last; ``which="iter:N"`` the snapshot
+    taken after iteration N (``train(..., snapshot_at=(N,))``). ``dataset`` / ``arch``, if given, must match.
     """
     from .models import build
 
-    if which not in ("best", "last"):
-        raise GmregError(f"unknown checkpoint choice {which!r}; valid: best, last")
+    if which not in ("best", "last") and not str(which).startswith("iter:"):
+        raise GmregError(f"unknown checkpoint choice {which!r}; valid: best, last, iter:N")
     ckpt = load_checkpoint(path)
     if dataset is not None and ckpt["dataset"] != dataset:
         raise GmregError(f"checkpoint {checkpoint_path(path)} is a {ckpt['dataset']} model, not {dataset}")
@@ -112,6 +115,13 @@ def load_model(path, *, which: str = "best", device="cpu", dataset: str | None =
         raise GmregError(f"checkpoint {checkpoint_path(path)} holds model {ckpt['arch']!r}, not {arch!r}")
     model = build(ckpt["arch"], ckpt["dataset"])
     state = ckpt.get("best_model") if which == "best" and ckpt.get("best_model") is not None else ckpt["model"]
+    if str(which).startswith("iter:"):
+        snaps = ckpt.get("snapshots") or {}
+        try:
+            state = snaps[int(which[5:])]
+        except (KeyError, ValueError):
+            raise GmregError(f"checkpoint {checkpoint_path(path)} has no snapshot {which!r}; it has: "
+                             f"{', '.join(f'iter:{k}' for k in sorted(snaps)) or 'none'}") from None
     try:
         model.load_state_dict(state)
     except RuntimeError as e:

@@ -189,14 +189,16 @@ def _load_sources(cfg: TrainConfig, device) -> list:
 
 # --- the loop -------------------------------------------------------------------------------------------------------
 def train(cfg: TrainConfig, out=None, *, device="auto", data_dir=None, callback: Optional[Callable] = None,
-          stop=None, resume: bool = False, overwrite: bool = False, progress: bool = True) -> TrainResult:
+          stop=None, resume: bool = False, overwrite: bool = False, progress: bool = True,
+          snapshot_at: tuple = ()) -> TrainResult:
     """Train ``cfg.model`` with ``cfg.method``.
 
     ``out``: run directory (checkpoint/config/history/metrics written atomically at every epoch end); ``None`` keeps
     everything in memory. ``callback(row)`` receives every history row as it is made (``row["event"]`` is "log",
     "epoch" or "end"); it may return ``True`` to stop. ``stop`` is anything with ``is_set()`` (a
     ``threading.Event``) checked every iteration. ``resume=True`` continues the run in ``out`` (or returns it at
-    once when it is complete).
+    once when it is complete). ``snapshot_at``: iterations after which a copy of the weights is kept (in the
+    checkpoint too): ``load_model(run, which="iter:200")`` returns it, e.g. the early model of the paper's Fig. 1.
     """
     if not isinstance(cfg, TrainConfig):
         raise GmregError("cfg must be a TrainConfig")
@@ -230,7 +232,7 @@ def train(cfg: TrainConfig, out=None, *, device="auto", data_dir=None, callback:
         sched = torch.optim.lr_scheduler.MultiStepLR(opt, _milestones(cfg, iters_per_epoch), gamma=cfg.lr_gamma)
         gen = torch.Generator(device=dev).manual_seed(cfg.seed + 1)
         state = {"epoch": 0, "iteration": 0, "history": [], "epoch_times": [], "best_model": None,
-                 "best_epoch": None, "best_score": -1.0}
+                 "best_epoch": None, "best_score": -1.0, "snapshots": {}}
         if ckpt is not None:
             model.load_state_dict(ckpt["model"])
             opt.load_state_dict(ckpt["optimizer"])
@@ -240,14 +242,15 @@ def train(cfg: TrainConfig, out=None, *, device="auto", data_dir=None, callback:
             if dev.type == "cuda" and ckpt["rng"].get("cuda") is not None:
                 torch.cuda.set_rng_state(ckpt["rng"]["cuda"], dev)
             for key in state:
-                state[key] = ckpt[key]
+                state[key] = ckpt.get(key, state[key])
             log.info("resuming %s at epoch %d", out, state["epoch"])
         ctx = StepContext(model, cfg, gen, _load_sources(cfg, dev) if cfg.method == "eat" else [])
         return _loop(cfg, ctx, opt, sched, state, train_set, (x_probe, y_probe), (x_sel, y_sel), out, dev,
-                     callback, stop, progress)
+                     callback, stop, progress, set(snapshot_at))
 
 
-def _loop(cfg, ctx, opt, sched, state, train_set, probe_set, select_set, out, dev, callback, stop, progress):
+def _loop(cfg, ctx, opt, sched, state, train_set, probe_set, select_set, out, dev, callback, stop, progress,
+          snapshot_at):
     from tqdm.auto import tqdm
 
     model, step_fn = ctx.model, STEPS[cfg.method]
@@ -287,6 +290,9 @@ def _loop(cfg, ctx, opt, sched, state, train_set, probe_set, select_set, out, de
                 sums[k] = sums.get(k, 0) + v.detach().float()
             count += 1
             state["iteration"] = it + 1
+            if state["iteration"] in snapshot_at:
+                state["snapshots"][state["iteration"]] = {k: v.detach().to("cpu", copy=True)
+                                                          for k, v in model.state_dict().items()}
             bar.update(1)
             if state["iteration"] % cfg.log_every == 0 or b == iters_per_epoch:
                 if int(bad_at) >= 0:
@@ -377,7 +383,7 @@ def _save(out, cfg, ctx, opt, sched, state, dev, complete: bool):
         "best_model": best, "best_epoch": state["best_epoch"], "best_score": state["best_score"],
         "optimizer": opt.state_dict(), "scheduler": sched.state_dict(), "rng": rng, "epoch": state["epoch"],
         "iteration": state["iteration"], "history": state["history"], "epoch_times": state["epoch_times"],
-        "complete": complete})
+        "snapshots": state["snapshots"], "complete": complete})
     write_csv(out / "history.csv", state["history"])
     write_json(out / "metrics.json", _metrics(cfg, state, dev, complete))
 

@@ -139,3 +139,22 @@ def test_against_torchattacks(trained_lenet, small_batch):
     ours_pgd = acc(attacks.pgd(trained_lenet, x, y, EPS, 0.01, 40, generator=torch.Generator().manual_seed(0)))
     theirs_pgd = acc(torchattacks.PGD(trained_lenet, eps=EPS, alpha=0.01, steps=40, random_start=True)(x, y))
     assert abs(ours_pgd - theirs_pgd) <= 0.05
+
+
+@pytest.mark.parametrize("attack", ["ifgsm", "pgd"])
+def test_early_stop_is_never_weaker(attack, trained_lenet, small_batch):
+    x, y = small_batch
+
+    def run(early):
+        g = torch.Generator().manual_seed(0)
+        if attack == "ifgsm":
+            return attacks.ifgsm(trained_lenet, x, y, 0.15, 10, early_stop=early)
+        return attacks.pgd(trained_lenet, x, y, 0.15, 0.02, 10, generator=g, early_stop=early)
+
+    with torch.no_grad():
+        wrong = lambda xa: trained_lenet(xa).argmax(1) != y  # noqa: E731
+        last, early = wrong(run(False)), wrong(run(True))
+    # every example the last-iterate attack breaks is broken by the early-stopping one too, give or take one
+    assert (last & ~early).sum() <= 1
+    xa = run(True)
+    assert (xa - x).abs().max() <= 0.15 + 1e-6 and xa.min() >= 0 and xa.max() <= 1

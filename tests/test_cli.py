@@ -104,3 +104,41 @@ def test_bad_checkpoint_is_one_clean_line(make, message, tmp_path):
 def test_bad_attack_name_lists_valid(run_dir):
     r = cli("evaluate", run_dir, "--attacks", "clean,cw", "--limit", "10")
     assert r.returncode == 2 and "unknown attack 'cw'; valid: clean, fgsm, rfgsm, ifgsm, pgd" in r.stderr
+
+
+def test_killed_training_resumes_to_the_same_result(tmp_path):
+    """Kill a real training subprocess mid-run, resume it, and get what an uninterrupted run gets."""
+    import signal
+    import time
+
+    import torch
+
+    import gmreg_lab as gl
+
+    args = ["train", "--method", "proposed", "--limit", "640", "--batch-size", "32", "--epochs", "3",
+            "--val-size", "200", "--log-every", "5", "--precision", "fp32", "--no-progress"]
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    killed = tmp_path / "killed"
+    p = subprocess.Popen([sys.executable, "-m", "gmreg_lab", *args, "--out", str(killed)], env=env,
+                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 240
+    while not (killed / "checkpoint.pt").exists() and time.time() < deadline and p.poll() is None:
+        time.sleep(0.05)
+    assert p.poll() is None, "the run finished before it could be killed"
+    time.sleep(0.3)  # mid-way through epoch 2
+    p.send_signal(signal.SIGKILL)
+    p.wait()
+    ckpt = torch.load(killed / "checkpoint.pt", weights_only=True)  # the file on disk is whole
+    assert 1 <= ckpt["epoch"] < 3
+    r = cli(*args, "--out", killed, "--resume")
+    assert r.returncode == 0, r.stderr
+    r = cli(*args, "--out", tmp_path / "straight")
+    assert r.returncode == 0, r.stderr
+    a = gl.load_model(killed, which="last").state_dict()
+    b = gl.load_model(tmp_path / "straight", which="last").state_dict()
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    hist_a = [{k: v for k, v in row.items() if "time" not in k and "seconds" not in k}
+              for row in torch.load(killed / "checkpoint.pt", weights_only=True)["history"]]
+    hist_b = [{k: v for k, v in row.items() if "time" not in k and "seconds" not in k}
+              for row in torch.load(tmp_path / "straight" / "checkpoint.pt", weights_only=True)["history"]]
+    assert hist_a == hist_b
