@@ -98,6 +98,18 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--no-figures", action="store_true")
     r.add_argument("--no-progress", action="store_true")
     r.add_argument("--device", default="auto")
+
+    b = sub.add_parser("bench", help="time every training method side by side (ratios, floors, reference)")
+    b.add_argument("--dataset", default="mnist")
+    b.add_argument("--model", default=None)
+    b.add_argument("--batch-size", type=int, default=128)
+    b.add_argument("--batches", type=int, default=5, help="timed batches per method per round")
+    b.add_argument("--rounds", type=int, default=3)
+    b.add_argument("--methods", default="normal,fgsm,proposed,pgd")
+    b.add_argument("--precision", default="bf16")
+    b.add_argument("--eval-limit", type=int, default=0, help="also time PGD-100 evaluation on N test images")
+    b.add_argument("--json", action="store_true")
+    b.add_argument("--device", default="auto")
     return ap
 
 
@@ -227,7 +239,24 @@ def cmd_reproduce(args) -> int:
     return 0
 
 
-COMMANDS = {"train": cmd_train, "evaluate": cmd_evaluate, "transfer": cmd_transfer, "sweep": cmd_sweep,
+def cmd_bench(args) -> int:
+    from .bench import bench, bench_eval, format_bench
+
+    r = bench(args.dataset, args.model, args.batch_size, args.batches, args.rounds,
+              tuple(m for m in args.methods.split(",") if m), _device(args.device), args.precision)
+    if args.eval_limit:
+        r["eval_pgd100"] = bench_eval(args.eval_limit, device=_device(args.device))
+    if args.json:
+        print(json.dumps(r, indent=2))
+    else:
+        print(format_bench(r))
+        for p, e in r.get("eval_pgd100", {}).items():
+            print(f"PGD-100 evaluation, {p}: {e['seconds']:.1f} s on {args.eval_limit} images "
+                  f"(~{e['seconds_10k']:.0f} s for the 10k test set)")
+    return 0
+
+
+COMMANDS = {"bench": cmd_bench, "train": cmd_train, "evaluate": cmd_evaluate, "transfer": cmd_transfer, "sweep": cmd_sweep,
             "reproduce": cmd_reproduce}
 
 

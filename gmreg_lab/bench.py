@@ -1,0 +1,153 @@
+"""`gmreg-lab bench`: time every training method side by side, against the FLOP floor and a plain reference.
+
+Per training sample a forward pass costs 1, an input-gradient pass 2, a training step 3; so normal = 3, FGSM-AT = 5,
+proposed = 2·2 + 2·3 = 10 (one input-gradient pass over [x, x'] and one training pass over [x_fgsm, x_rfgsm]),
+PGD-40 = 40·2 + 3 = 83. Floors: proposed / PGD-40 = 0.120, proposed / normal = 3.33.
+
+Methods are timed for a fixed number of batches, interleaved (round-robin, order rotated each round) after a
+warm-up, and the median batch time is scaled to an epoch of 50,000 (MNIST) images. The reference is a textbook
+eager fp32 implementation of the proposed step (fused gradient pass included), written here and timed in the same
+rounds, so "speed-up over the reference" compares like with like.
+"""
+
+from __future__ import annotations
+
+import statistics
+import time
+from typing import Optional
+
+import torch
+import torch.nn.functional as F
+
+from .config import TrainConfig
+from .models import build
+from .train import STEPS, StepContext, _sync, autocast, resolve_device
+
+FLOOR = {"normal": 3, "fgsm": 5, "rfgsm": 5, "fgsm_rfgsm": 8, "eat": 5, "pgd": None, "proposed": 10}
+EPOCH_IMAGES = {"mnist": 50_000, "cifar10": 40_000}
+
+
+def _reference_proposed_step(model, opt, x, y, eps, alpha, lam):
+    """A plain implementation: eager fp32, contiguous NCHW, one fused input-gradient pass, one training pass."""
+    model.eval()
+    x1 = (x + alpha * torch.randn_like(x).sign()).clamp(0, 1)
+    xx = torch.cat([x, x1]).requires_grad_(True)
+    loss = F.cross_entropy(model(xx), torch.cat([y, y]))
+    (g,) = torch.autograd.grad(loss, xx)
+    n = x.shape[0]
+    x_f = (x + eps * g[:n].sign()).clamp(0, 1)
+    x_r = (x1 + (eps - alpha) * g[n:].sign()).clamp(0, 1)
+    model.train()
+    logits = model(torch.cat([x_f, x_r]))
+    lf, lr = logits[:n], logits[n:]
+    total = F.cross_entropy(lf, y) + lam * (lf - lr).pow(2).sum(1).mean()
+    opt.zero_grad()
+    total.backward()
+    opt.step()
+
+
+def _kit_step(cfg: TrainConfig, dev):
+    model = build(cfg.model, cfg.dataset).to(dev)
+    if cfg.channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    opt = torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
+    sources = [build(cfg.model, cfg.dataset).to(dev).eval()] if cfg.method == "eat" else []
+    ctx = StepContext(model, cfg, torch.Generator(device=dev).manual_seed(0), sources)
+    step_fn = STEPS[cfg.method]
+
+    def step(x, y):
+        if cfg.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        with autocast(dev, cfg.precision):
+            loss, _ = step_fn(ctx, x, y)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+    return step
+
+
+def bench(dataset: str = "mnist", model: Optional[str] = None, batch_size: int = 128, batches: int = 5,
+          rounds: int = 3, methods=("normal", "fgsm", "proposed", "pgd"), device="auto",
+          precision: str = "bf16", reference: bool = True, progress: bool = True) -> dict:
+    """Median seconds per batch of each method, epoch equivalents and ratios; see the module docstring."""
+    from tqdm.auto import tqdm
+
+    dev = resolve_device(device)
+    base = TrainConfig(dataset=dataset, model=model, batch_size=batch_size, precision=precision,
+                       eat_sources=("-",))
+    shape = (batch_size, 1, 28, 28) if dataset == "mnist" else (batch_size, 3, 32, 32)
+    g = torch.Generator().manual_seed(0)
+    x = torch.rand(shape, generator=g).to(dev)
+    y = torch.randint(0, 10, (batch_size,), generator=g).to(dev)
+    steps = {m: _kit_step(base.replace(method=m), dev) for m in methods}
+    if reference:
+        ref_model = build(base.model, dataset).to(dev)
+        ref_opt = torch.optim.SGD(ref_model.parameters(), lr=base.lr, momentum=0.9, weight_decay=5e-4)
+        steps["reference_proposed"] = lambda a, b: _reference_proposed_step(ref_model, ref_opt, a, b, base.eps,
+                                                                            base.alpha, base.lam)
+    times: dict[str, list] = {k: [] for k in steps}
+    names = list(steps)
+    for k in names:  # warm-up (allocator, oneDNN primitive caches, cudnn autotune)
+        for _ in range(2):
+            steps[k](x, y)
+    _sync(dev)
+    bar = tqdm(total=rounds * len(names), desc="bench", disable=not progress, leave=False)
+    for r in range(rounds):
+        order = names[r % len(names):] + names[:r % len(names)]
+        for k in order:
+            for _ in range(batches):
+                _sync(dev)
+                t0 = time.perf_counter()
+                steps[k](x, y)
+                _sync(dev)
+                times[k].append(time.perf_counter() - t0)
+            bar.update(1)
+    bar.close()
+    per_batch = {k: statistics.median(v) for k, v in times.items()}
+    epoch = {k: v * EPOCH_IMAGES[dataset] / batch_size for k, v in per_batch.items()}
+    out = {"dataset": dataset, "model": base.model, "batch_size": batch_size, "precision": precision,
+           "device": str(dev), "seconds_per_batch": per_batch, "seconds_per_epoch": epoch}
+    if "normal" in per_batch:
+        out["ratio_to_normal"] = {k: v / per_batch["normal"] for k, v in per_batch.items()}
+    if "pgd" in per_batch:
+        out["ratio_to_pgd"] = {k: v / per_batch["pgd"] for k, v in per_batch.items()}
+    if reference and "proposed" in per_batch:
+        out["speedup_over_reference"] = per_batch["reference_proposed"] / per_batch["proposed"]
+    pgd_floor = 2 * base.pgd_steps + 3
+    out["floor"] = {"proposed/normal": 10 / 3, "proposed/pgd": 10 / pgd_floor}
+    return out
+
+
+def bench_eval(limit: int = 1000, steps: int = 100, device="auto", progress: bool = True) -> dict:
+    """Seconds for PGD-``steps`` over ``limit`` MNIST test images on a normally initialised LeNet+, fp32 and bf16,
+    with and without early stopping, scaled to the 10k test set."""
+    from .data import load
+    from .evaluate import Attack, attack_stats
+
+    dev = resolve_device(device)
+    torch.manual_seed(0)
+    model = build("lenet_plus").to(dev).eval()
+    x, y = load("mnist", "test", device=dev).tensors(limit)
+    out = {}
+    for precision in ("fp32", "bf16"):
+        t0 = time.perf_counter()
+        acc = attack_stats(model, Attack("pgd", steps, 0.01), x, y, 0.3, precision=precision)["acc"]
+        _sync(dev)
+        dt = time.perf_counter() - t0
+        out[precision] = {"seconds": dt, "seconds_10k": dt * 10_000 / limit, "acc": acc}
+    return out
+
+
+def format_bench(r: dict) -> str:
+    lines = [f"{r['dataset']} / {r['model']}, batch {r['batch_size']}, {r['precision']}, {r['device']}",
+             f"{'method':<20}{'s/batch':>10}{'s/epoch':>10}{'/normal':>9}{'/pgd':>8}"]
+    for k, v in r["seconds_per_batch"].items():
+        rn = r.get("ratio_to_normal", {}).get(k)
+        rp = r.get("ratio_to_pgd", {}).get(k)
+        lines.append(f"{k:<20}{v:>10.4f}{r['seconds_per_epoch'][k]:>10.1f}"
+                     f"{(f'{rn:.2f}' if rn else '-'):>9}{(f'{rp:.3f}' if rp else '-'):>8}")
+    if "speedup_over_reference" in r:
+        lines.append(f"proposed step speed-up over the plain fp32 reference: {r['speedup_over_reference']:.2f}x")
+    lines.append(f"floors: proposed/normal {r['floor']['proposed/normal']:.2f}, "
+                 f"proposed/pgd {r['floor']['proposed/pgd']:.3f}")
+    return "\n".join(lines)
