@@ -21,7 +21,7 @@ import torch.nn.functional as F
 
 from .config import TrainConfig
 from .models import build
-from .train import STEPS, StepContext, _sync, autocast, resolve_device
+from .train import STEPS, StepContext, _sync, make_model, optimizer_step, resolve_device
 
 FLOOR = {"normal": 3, "fgsm": 5, "rfgsm": 5, "fgsm_rfgsm": 8, "eat": 5, "pgd": None, "proposed": 10}
 EPOCH_IMAGES = {"mnist": 50_000, "cifar10": 40_000}
@@ -47,23 +47,10 @@ def _reference_proposed_step(model, opt, x, y, eps, alpha, lam):
 
 
 def _kit_step(cfg: TrainConfig, dev):
-    model = build(cfg.model, cfg.dataset).to(dev)
-    if cfg.channels_last:
-        model = model.to(memory_format=torch.channels_last)
-    opt = torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
+    model, opt = make_model(cfg, dev)
     sources = [build(cfg.model, cfg.dataset).to(dev).eval()] if cfg.method == "eat" else []
     ctx = StepContext(model, cfg, torch.Generator(device=dev).manual_seed(0), sources)
-    step_fn = STEPS[cfg.method]
-
-    def step(x, y):
-        if cfg.channels_last:
-            x = x.contiguous(memory_format=torch.channels_last)
-        with autocast(dev, cfg.precision):
-            loss, _ = step_fn(ctx, x, y)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-    return step
+    return lambda x, y: optimizer_step(STEPS[cfg.method], ctx, opt, x, y, dev)
 
 
 def bench(dataset: str = "mnist", model: Optional[str] = None, batch_size: int = 128, batches: int = 5,

@@ -138,6 +138,28 @@ def _sync(device):
         torch.cuda.synchronize(device)
 
 
+def make_model(cfg: TrainConfig, dev):
+    """A fresh model for ``cfg`` on ``dev`` (channels_last if asked) and its SGD optimizer."""
+    model = build(cfg.model, cfg.dataset).to(dev)
+    if cfg.channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    opt = torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
+    return model, opt
+
+
+def optimizer_step(step_fn, ctx: StepContext, opt, x, y, dev):
+    """One training iteration: the method's step under the configured precision, backward, SGD update."""
+    cfg = ctx.cfg
+    if cfg.channels_last and x.dim() == 4:
+        x = x.contiguous(memory_format=torch.channels_last)
+    with autocast(dev, cfg.precision):
+        loss, parts = step_fn(ctx, x, y)
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    opt.step()
+    return loss, parts
+
+
 @dataclass
 class TrainResult:
     model: torch.nn.Module            # the selected model (best validation epoch, or last), eval mode
@@ -225,10 +247,7 @@ def train(cfg: TrainConfig, out=None, *, device="auto", data_dir=None, callback:
     devices = [dev.index or 0] if dev.type == "cuda" else []
     with torch.random.fork_rng(devices=devices):  # our seeding never disturbs the caller's global RNG
         torch.manual_seed(cfg.seed)
-        model = build(cfg.model, cfg.dataset).to(dev)
-        if cfg.channels_last:
-            model = model.to(memory_format=torch.channels_last)
-        opt = torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
+        model, opt = make_model(cfg, dev)
         sched = torch.optim.lr_scheduler.MultiStepLR(opt, _milestones(cfg, iters_per_epoch), gamma=cfg.lr_gamma)
         gen = torch.Generator(device=dev).manual_seed(cfg.seed + 1)
         state = {"epoch": 0, "iteration": 0, "history": [], "epoch_times": [], "best_model": None,
@@ -276,13 +295,7 @@ def _loop(cfg, ctx, opt, sched, state, train_set, probe_set, select_set, out, de
         bar = tqdm(total=iters_per_epoch, desc=f"{cfg.method} epoch {epoch + 1}/{cfg.epochs}", leave=False,
                    disable=not progress)
         for b, (x, y) in enumerate(train_set.batches(cfg.batch_size, generator=order_gen, augment=cfg.augment), 1):
-            if cfg.channels_last and x.dim() == 4:
-                x = x.contiguous(memory_format=torch.channels_last)
-            with autocast(dev, cfg.precision):
-                loss, parts = step_fn(ctx, x, y)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
+            loss, parts = optimizer_step(step_fn, ctx, opt, x, y, dev)
             sched.step()
             it = state["iteration"]
             bad_at = torch.where((bad_at < 0) & ~torch.isfinite(loss.detach()), torch.full_like(bad_at, it), bad_at)
