@@ -15,8 +15,13 @@ import tempfile
 from pathlib import Path
 from typing import Optional
 
-from .config import TrainConfig
+import torch
+import torch.nn.functional as F
+
+from . import attacks as atk
+from .config import TrainConfig, check_eps
 from .errors import GmregError
+from .evaluate import parse_attacks
 from .train import TrainResult, train
 
 log = logging.getLogger(__name__)
@@ -107,6 +112,50 @@ def train_until(cfg: TrainConfig, iteration: int, *, callback=None, **kw) -> Tra
         return row["event"] == "log" and row["iteration"] >= iteration
 
     return train(cfg, None, callback=stop_at, progress=kw.pop("progress", False), **kw)
+
+
+def sweep(model, x, y, attacks, eps_values, *, batch_size: int = 1000, seed: int = 0) -> dict:
+    """Accuracy and mean loss vs eps like ``gl.evaluate.sweep``, but every iterative attack runs *all* its steps.
+
+    ``gl.evaluate`` stops attacking an example at its first misclassified iterate (the strongest accuracy
+    measure, and cheap), so the loss it reports is the loss at that iterate, not the maximised loss. The loss plots
+    of the paper (Fig. 1 bottom, Fig. 4) and the PGD - FGSM loss gap need the loss after all steps: this function.
+    Same output format: ``{"eps": [...], "<label>": {"acc": [...], "loss": [...]}}``.
+    """
+    eps_values = [float(e) for e in eps_values]
+    for e in eps_values:
+        check_eps(e)
+    dataset = getattr(model, "dataset", "mnist")
+    specs = parse_attacks(attacks, dataset)
+    model.eval()
+    out: dict = {"eps": eps_values}
+    for a in specs:
+        entry = out.setdefault(a.label, {"acc": [], "loss": []})
+        for eps in eps_values:
+            gen = torch.Generator(device=x.device).manual_seed(seed)
+            correct, loss = 0.0, 0.0
+            for i in range(0, len(y), batch_size):
+                xb, yb = x[i:i + batch_size], y[i:i + batch_size]
+                xa = _run_full(a, model, xb, yb, eps, gen)
+                with torch.no_grad():
+                    logits = model(xa).float()
+                correct += float((logits.argmax(1) == yb).sum())
+                loss += float(F.cross_entropy(logits, yb, reduction="sum"))
+            entry["acc"].append(correct * 100 / len(y))
+            entry["loss"].append(loss / len(y))
+    return out
+
+
+def _run_full(a, model, x, y, eps, gen):
+    if a.name == "clean" or eps == 0:
+        return x
+    if a.name == "fgsm":
+        return atk.fgsm(model, x, y, eps)
+    if a.name == "rfgsm":
+        return atk.rfgsm(model, x, y, eps, min(a.step_size, eps), generator=gen)
+    if a.name == "ifgsm":
+        return atk.ifgsm(model, x, y, eps, a.steps)
+    return atk.pgd(model, x, y, eps, a.step_size, a.steps, restarts=a.restarts, generator=gen)
 
 
 def log_rows(history) -> list:

@@ -91,3 +91,16 @@ def test_cifar_fixture_loads_and_trains(tmp_path):
     assert (len(tr), len(te)) == (40, 8) and tr.images.shape[1:] == (3, 32, 32)
     with pytest.raises(ValueError, match="n_per_batch"):
         make_cifar10_fixture(tmp_path, n_per_batch=0)
+
+
+def test_lab_sweep_runs_all_steps_and_reports_the_maximised_loss(trained_lenet, small_batch):
+    x, y = small_batch
+    sw = lab.sweep(trained_lenet, x, y, "clean,fgsm,pgd:10:0.05", [0.0, 0.3], batch_size=40)
+    assert sw["eps"] == [0.0, 0.3] and sw["clean"]["acc"][0] == sw["pgd-10"]["acc"][0]
+    x_adv = gl.attacks.pgd(trained_lenet, x, y, 0.3, 0.05, 10, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        direct = torch.nn.functional.cross_entropy(trained_lenet(x_adv), y).item()
+    assert sw["pgd-10"]["loss"][1] == pytest.approx(direct, rel=1e-4)     # last iterate, same noise
+    ev = gl.evaluate.sweep(trained_lenet, x, y, "pgd:10:0.05", [0.3])
+    assert sw["pgd-10"]["loss"][1] >= ev["pgd-10"]["loss"][0] - 1e-6
+    assert sw["pgd-10"]["loss"][1] > sw["fgsm"]["loss"][1]

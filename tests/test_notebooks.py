@@ -7,6 +7,7 @@ go to a temporary directory; the committed notebooks are never written.
 import ast
 import json
 import re
+import sys
 from pathlib import Path
 
 import pytest
@@ -29,6 +30,16 @@ def _ids(p):
 def test_the_series_is_complete():
     found = sorted(p.stem for p in NB_DIR.glob("[0-9][0-9]_*.ipynb"))
     assert found == SERIES
+
+
+def test_python3_kernel_runs_this_environment():
+    # papermill, nbval and JupyterLab start the "python3" kernel: it must be this venv's python
+    from jupyter_client.kernelspec import KernelSpecManager
+
+    exe = KernelSpecManager().get_kernel_spec("python3").argv[0]
+    same = exe in ("python", f"python{sys.version_info[0]}", "python%d.%d" % sys.version_info[:2]) \
+        or Path(exe).resolve() == Path(sys.executable).resolve()
+    assert same, f"the python3 kernelspec runs {exe}; run `{sys.executable} -m ipykernel install --sys-prefix`"
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=_ids)
