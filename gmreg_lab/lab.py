@@ -8,9 +8,11 @@ never read or pollute the full-mode cache.
 
 from __future__ import annotations
 
+import atexit
 import hashlib
 import logging
 import os
+import shutil
 import tempfile
 from pathlib import Path
 from typing import Optional
@@ -65,13 +67,14 @@ _SMOKE_DIR: Optional[Path] = None
 def runs_dir(smoke: bool = False) -> Path:
     """Where notebook runs are cached: ``$GMREG_RUNS_DIR``, else the repository's ``runs/``.
 
-    Smoke mode uses one fresh temporary folder per process instead, so a smoke test always trains for real and
-    never touches the full-mode cache.
+    Smoke mode uses one fresh temporary folder per process instead (deleted at exit), so a smoke test always trains
+    for real and never touches the full-mode cache.
     """
     global _SMOKE_DIR
     if smoke:
         if _SMOKE_DIR is None:
             _SMOKE_DIR = Path(tempfile.mkdtemp(prefix="gmreg-smoke-runs-"))
+            atexit.register(shutil.rmtree, _SMOKE_DIR, ignore_errors=True)   # removed when the kernel exits
         return _SMOKE_DIR
     env = os.environ.get(ENV_RUNS_DIR)
     if env:
