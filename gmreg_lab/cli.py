@@ -108,6 +108,7 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--methods", default="normal,fgsm,proposed,pgd")
     b.add_argument("--precision", default="bf16")
     b.add_argument("--eval-limit", type=int, default=0, help="also time PGD-100 evaluation on N test images")
+    b.add_argument("--eval-model", default=None, help="run directory of the model to attack in that timing")
     b.add_argument("--json", action="store_true")
     b.add_argument("--device", default="auto")
     return ap
@@ -245,7 +246,9 @@ def cmd_bench(args) -> int:
     r = bench(args.dataset, args.model, args.batch_size, args.batches, args.rounds,
               tuple(m for m in args.methods.split(",") if m), _device(args.device), args.precision)
     if args.eval_limit:
-        r["eval_pgd100"] = bench_eval(args.eval_limit, device=_device(args.device))
+        from .runs import load_model
+        model = load_model(args.eval_model) if args.eval_model else None
+        r["eval_pgd100"] = bench_eval(args.eval_limit, device=_device(args.device), model=model)
     if args.json:
         print(json.dumps(r, indent=2))
     else:

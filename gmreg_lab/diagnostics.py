@@ -97,7 +97,7 @@ def masking_report(model, x, y, eps: float, *, alpha: Optional[float] = None, st
     model.eval()
     alpha = alpha if alpha is not None else min(eps, 0.01 if eps >= 0.1 else eps / 4)
     kw = dict(batch_size=batch_size, seed=seed)
-    acc = lambda a, e=eps, **k: attack_stats(model, a, x, y, e, **kw, **k)["acc"]  # noqa: E731
+    acc = lambda a, e=eps: attack_stats(model, a, x, y, e, early_stop=True, **kw)["acc"]  # noqa: E731
     clean = acc(Attack("clean"))
     fgsm_acc = acc(Attack("fgsm"))
     pgd_acc = acc(Attack("pgd", steps, step_size))

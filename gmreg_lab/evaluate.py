@@ -1,8 +1,10 @@
 """Evaluation: white-box tables (Table 3/4), black-box transfer (Table 5/6), and accuracy / loss vs epsilon
 (Fig. 1-4). Attacks run with the model in eval mode, in large batches; clean passes under ``torch.inference_mode``.
 
-Iterative attacks stop early per example: an example counts as broken at the first iterate the model
-misclassifies (``early_stop=True`` in :mod:`gmreg_lab.attacks`), which is never weaker than keeping the last iterate.
+Accuracy tables (``evaluate``, ``attack_stats(early_stop=True)``) stop iterative attacks early per example: an
+example counts as broken at the first iterate the model misclassifies (``early_stop`` in :mod:`gmreg_lab.attacks`),
+never weaker than keeping the last iterate and much cheaper. The loss of such an adversary is *not* the maximised
+loss, so those rows report ``loss: None``; loss-vs-eps sweeps (Fig. 1/2 bottom, Fig. 4) run every step.
 
 Attack specs are short strings: ``clean``, ``fgsm``, ``rfgsm[:alpha]``, ``ifgsm:STEPS``,
 ``pgd:STEPS[:STEP_SIZE[:RESTARTS]]`` (PGD step size defaults to 0.01 on MNIST, 2/255 on CIFAR-10).
@@ -37,7 +39,11 @@ class Attack:
             return f"{self.name}-{self.steps}" + (f"x{self.restarts}" if self.restarts > 1 else "")
         return self.name
 
-    def run(self, model, x, y, eps: float, generator=None):
+    @property
+    def iterative(self) -> bool:
+        return self.name in ("ifgsm", "pgd")
+
+    def run(self, model, x, y, eps: float, generator=None, early_stop: bool = False):
         if self.name == "clean" or eps == 0:
             return x
         if self.name == "fgsm":
@@ -45,9 +51,9 @@ class Attack:
         if self.name == "rfgsm":
             return rfgsm(model, x, y, eps, min(self.step_size, eps), generator=generator)
         if self.name == "ifgsm":
-            return ifgsm(model, x, y, eps, self.steps, early_stop=True)
+            return ifgsm(model, x, y, eps, self.steps, early_stop=early_stop)
         return pgd(model, x, y, eps, self.step_size, self.steps, restarts=self.restarts, generator=generator,
-                   early_stop=True)
+                   early_stop=early_stop)
 
 
 def parse_attack(spec: str, dataset: str = "mnist") -> Attack:
@@ -100,11 +106,13 @@ def _batches(x, y, batch_size):
 
 
 def attack_stats(model, attack: Attack, x, y, eps: float, *, source=None, batch_size: int = 1000,
-                 precision: str = "fp32", seed: int = 0) -> dict:
+                 precision: str = "fp32", seed: int = 0, early_stop: bool = False) -> dict:
     """Accuracy (%) and mean cross-entropy of ``model`` on ``attack`` adversaries of (x, y) at ``eps``.
 
-    ``source``: craft the adversaries on this model instead (black-box transfer).
+    ``source``: craft the adversaries on this model instead (black-box transfer). ``early_stop``: stop attacking
+    an example once it is misclassified (accuracy only: the loss is then reported as None for iterative attacks).
     """
+    early_stop = early_stop and source is None
     check_eps(eps)
     source = model if source is None else source
     model.eval()
@@ -114,24 +122,29 @@ def attack_stats(model, attack: Attack, x, y, eps: float, *, source=None, batch_
     loss = torch.zeros((), device=x.device)
     with autocast(x.device, precision):
         for xb, yb in _batches(x, y, batch_size):
-            xa = attack.run(source, xb, yb, eps, generator=gen)
+            xa = attack.run(source, xb, yb, eps, generator=gen, early_stop=early_stop)
             with torch.inference_mode():
                 logits = model(xa).float()
                 correct += (logits.argmax(1) == yb).sum()
                 loss += F.cross_entropy(logits, yb, reduction="sum")
     n = len(y)
-    return {"acc": float(correct) * 100 / n, "loss": float(loss) / n}
+    return {"acc": float(correct) * 100 / n,
+            "loss": None if early_stop and attack.iterative and eps > 0 else float(loss) / n}
 
 
 def evaluate(model, x, y, attacks, eps: float, *, batch_size: int = 1000, precision: str = "fp32",
-             seed: int = 0, progress: bool = False) -> dict:
-    """White-box table: ``{label: {"acc": %, "loss": mean CE}}`` for every attack spec, at ``eps``."""
+             seed: int = 0, progress: bool = False, early_stop: bool = True) -> dict:
+    """White-box table: ``{label: {"acc": %, "loss": mean CE or None}}`` for every attack spec, at ``eps``.
+
+    Iterative attacks stop early per example by default (see the module docstring); ``early_stop=False`` runs
+    every step and reports their maximised loss too."""
     from tqdm.auto import tqdm
 
     dataset = getattr(model, "dataset", "mnist")
     out = {}
     for a in tqdm(parse_attacks(attacks, dataset), desc="attacks", disable=not progress, leave=False):
-        out[a.label] = attack_stats(model, a, x, y, eps, batch_size=batch_size, precision=precision, seed=seed)
+        out[a.label] = attack_stats(model, a, x, y, eps, batch_size=batch_size, precision=precision, seed=seed,
+                                    early_stop=early_stop)
     return out
 
 
@@ -168,5 +181,6 @@ def format_table(results: dict, title: str = "") -> str:
     lines = [title] if title else []
     lines.append(f"{'attack':<14}{'accuracy %':>12}{'mean loss':>12}")
     for label, r in results.items():
-        lines.append(f"{label:<14}{r['acc']:>12.2f}{r['loss']:>12.4f}")
+        loss = "—" if r["loss"] is None else f"{r['loss']:.4f}"
+        lines.append(f"{label:<14}{r['acc']:>12.2f}{loss:>12}")
     return "\n".join(lines)

@@ -259,7 +259,7 @@ def crosscheck(model, x, y, eps: float, step: float, apgd_targets: int, ours_ste
     model.eval()
     out = {"n": len(y)}
     for k in ours_steps:
-        out[f"ours_pgd-{k}"] = attack_stats(model, Attack("pgd", k, step), x, y, eps)["acc"]
+        out[f"ours_pgd-{k}"] = attack_stats(model, Attack("pgd", k, step), x, y, eps, early_stop=True)["acc"]
     robust = torch.ones(len(y), dtype=torch.bool, device=y.device)
     attacks = {
         "torchattacks_pgd-40": torchattacks.PGD(model, eps=eps, alpha=step, steps=40, random_start=True),
