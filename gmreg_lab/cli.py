@@ -259,8 +259,8 @@ def cmd_bench(args) -> int:
     return 0
 
 
-COMMANDS = {"bench": cmd_bench, "train": cmd_train, "evaluate": cmd_evaluate, "transfer": cmd_transfer, "sweep": cmd_sweep,
-            "reproduce": cmd_reproduce}
+COMMANDS = {"bench": cmd_bench, "train": cmd_train, "evaluate": cmd_evaluate, "transfer": cmd_transfer,
+            "sweep": cmd_sweep, "reproduce": cmd_reproduce}
 
 
 def main(argv=None) -> int:

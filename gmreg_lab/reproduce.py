@@ -317,7 +317,8 @@ def render_markdown(summary: dict, out: Path) -> str:
         lines.append("")
     t5 = summary.get("table5", {})
     if t5:
-        lines += ["## Table 5 — black-box FGSM accuracy (%)", "", "| source -> target | ours | paper |", "|---|---|---|"]
+        lines += ["## Table 5 — black-box FGSM accuracy (%)", "", "| source -> target | ours | paper |",
+                  "|---|---|---|"]
         for key, res in t5.items():
             src, tgt = key.split("->")
             lines.append(f"| {LABELS.get(src, src)} -> {LABELS.get(tgt, tgt)} | {_fmt(res['acc'])} | "

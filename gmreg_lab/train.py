@@ -42,6 +42,7 @@ class StepContext:
     cfg: TrainConfig
     generator: torch.Generator                       # attack noise (R-FGSM sign noise, PGD start)
     sources: list = field(default_factory=list)      # EAT: static pre-trained models
+    host_generator: torch.Generator = field(default_factory=torch.Generator)  # CPU choices (no device sync)
 
 
 def _ce(model, x, y):
@@ -77,7 +78,7 @@ def step_fgsm_rfgsm(ctx, x, y):
 def step_eat(ctx, x, y):
     """Ensemble adversarial training (Tramèr et al.): half clean, half FGSM adversaries from a source picked
     uniformly among the static pre-trained models and the model being trained, with predicted labels."""
-    pick = int(torch.randint(len(ctx.sources) + 1, (1,), generator=ctx.generator, device=ctx.generator.device))
+    pick = int(torch.randint(len(ctx.sources) + 1, (1,), generator=ctx.host_generator))  # CPU: no device sync
     source = ctx.model if pick == len(ctx.sources) else ctx.sources[pick]
     ctx.model.eval()
     x_adv = fgsm(source, x, None, ctx.cfg.eps)
@@ -250,6 +251,7 @@ def train(cfg: TrainConfig, out=None, *, device="auto", data_dir=None, callback:
         model, opt = make_model(cfg, dev)
         sched = torch.optim.lr_scheduler.MultiStepLR(opt, _milestones(cfg, iters_per_epoch), gamma=cfg.lr_gamma)
         gen = torch.Generator(device=dev).manual_seed(cfg.seed + 1)
+        host_gen = torch.Generator().manual_seed(cfg.seed + 2)
         state = {"epoch": 0, "iteration": 0, "history": [], "epoch_times": [], "best_model": None,
                  "best_epoch": None, "best_score": -1.0, "snapshots": {}}
         if ckpt is not None:
@@ -257,13 +259,15 @@ def train(cfg: TrainConfig, out=None, *, device="auto", data_dir=None, callback:
             opt.load_state_dict(ckpt["optimizer"])
             sched.load_state_dict(ckpt["scheduler"])
             gen.set_state(ckpt["rng"]["noise"])
+            if ckpt["rng"].get("host") is not None:
+                host_gen.set_state(ckpt["rng"]["host"])
             torch.set_rng_state(ckpt["rng"]["torch"])
             if dev.type == "cuda" and ckpt["rng"].get("cuda") is not None:
                 torch.cuda.set_rng_state(ckpt["rng"]["cuda"], dev)
             for key in state:
                 state[key] = ckpt.get(key, state[key])
             log.info("resuming %s at epoch %d", out, state["epoch"])
-        ctx = StepContext(model, cfg, gen, _load_sources(cfg, dev) if cfg.method == "eat" else [])
+        ctx = StepContext(model, cfg, gen, _load_sources(cfg, dev) if cfg.method == "eat" else [], host_gen)
         return _loop(cfg, ctx, opt, sched, state, train_set, (x_probe, y_probe), (x_sel, y_sel), out, dev,
                      callback, stop, progress, set(snapshot_at))
 
@@ -388,6 +392,7 @@ def _metrics(cfg, state, dev, complete: bool) -> dict:
 
 def _save(out, cfg, ctx, opt, sched, state, dev, complete: bool):
     rng = {"torch": torch.get_rng_state(), "noise": ctx.generator.get_state(),
+           "host": ctx.host_generator.get_state(),
            "cuda": torch.cuda.get_rng_state(dev) if dev.type == "cuda" else None}
     model_state = {k: v.detach().to("cpu") for k, v in ctx.model.state_dict().items()}
     best = None if state["best_model"] is None else {k: v.to("cpu") for k, v in state["best_model"].items()}
