@@ -85,7 +85,8 @@ ZERO_GRAD_FRAC = 0.05       # fraction of inputs allowed an all-zero input gradi
 
 
 def masking_report(model, x, y, eps: float, *, alpha: Optional[float] = None, step_size: float = 0.01,
-                   steps: int = 40, source=None, seed: int = 0, batch_size: int = 1000) -> MaskingReport:
+                   steps: int = 40, large_eps_steps: int = 100, source=None, seed: int = 0,
+                   batch_size: int = 1000) -> MaskingReport:
     """The standard sanity checks for gradient masking (Athalye et al. 2018, Carlini et al. 2019, the paper's
     logit-distance diagnostic), each a named pass/fail with its numbers.
 
@@ -101,8 +102,8 @@ def masking_report(model, x, y, eps: float, *, alpha: Optional[float] = None, st
     clean = acc(Attack("clean"))
     fgsm_acc = acc(Attack("fgsm"))
     pgd_acc = acc(Attack("pgd", steps, step_size))
-    pgd_more = acc(Attack("pgd", 2 * steps + 20, step_size, 3))
-    big = acc(Attack("pgd", 100, 0.025), e=1.0)
+    pgd_more = acc(Attack("pgd", round(2.5 * steps), step_size, 3))
+    big = acc(Attack("pgd", large_eps_steps, 2.5 / large_eps_steps), e=1.0)
     checks = [
         Check("iterative_beats_single_step", pgd_acc <= fgsm_acc + NOISE_POINTS,
               f"PGD-{steps} {pgd_acc:.1f}% vs FGSM {fgsm_acc:.1f}% (an iterative attack must not be weaker)",
@@ -115,10 +116,10 @@ def masking_report(model, x, y, eps: float, *, alpha: Optional[float] = None, st
               f"FGSM {fgsm_acc:.1f}% vs clean {clean:.1f}% (an attack must not raise accuracy)",
               {"clean": clean, "fgsm": fgsm_acc}),
         Check("more_steps_and_restarts_dont_help", pgd_more <= pgd_acc + NOISE_POINTS,
-              f"PGD-{2 * steps + 20} x3 restarts {pgd_more:.1f}% vs PGD-{steps} {pgd_acc:.1f}%",
+              f"PGD-{round(2.5 * steps)} x3 restarts {pgd_more:.1f}% vs PGD-{steps} {pgd_acc:.1f}%",
               {"pgd_more": pgd_more, "pgd": pgd_acc}),
         Check("large_eps_reaches_chance", big <= LARGE_EPS_ACC,
-              f"PGD-100 at eps=1 {big:.1f}% (<= {LARGE_EPS_ACC:g}%: an unbounded attack must win)",
+              f"PGD-{large_eps_steps} at eps=1 {big:.1f}% (<= {LARGE_EPS_ACC:g}%: an unbounded attack must win)",
               {"acc_eps1": big}),
     ]
     if source is not None:

@@ -205,7 +205,8 @@ def reproduce(dataset: str = "mnist", scale: str = "quick", out=None, *, methods
     for name in [n for n in ("fgsm", "proposed_lam0", "pgd", "proposed") if n in runs]:
         masking[name] = _cached(out / "eval" / f"masking_{name}.json", lambda: masking_report(
             load_model(out / "runs" / name, device=dev), xm, ym, runs[name].eps,
-            alpha=runs[name].alpha, step_size=runs[name].pgd_step_size,
+            alpha=runs[name].alpha, step_size=runs[name].pgd_step_size, steps=sc.fig_pgd_steps,
+            large_eps_steps=round(2.5 * sc.fig_pgd_steps),
             source=load_model(out / "runs" / src_model, device=dev) if src_model else None).to_dict())
     summary["masking"] = masking
 
@@ -364,7 +365,7 @@ CIFAR_SCALES = {
                    dict(limit=32, epochs=1, batch_size=16, val_size=20, select_size=8, probe_size=8, log_every=2,
                         probe_pgd_steps=1), eval_limit=8, attacks="clean,fgsm,ifgsm:2,pgd:2,pgd:3", early_iter=1,
                    fig_limit=8, fig_eps=(0.0, 8 / 255), fig_pgd_steps=2, crosscheck_limit=0, apgd_targets=1,
-                   masking_limit=8, pgd=dict(pgd_steps=2)),
+                   masking_limit=4, pgd=dict(pgd_steps=2)),
     "paper": Scale("paper", dict(), dict(epochs=30), eval_limit=None, attacks="clean,fgsm,ifgsm:7,pgd:7,pgd:20",
                    early_iter=1000, fig_limit=1000, fig_eps=tuple(i / 255 for i in range(0, 17, 2)),
                    fig_pgd_steps=7, crosscheck_limit=1000, apgd_targets=9, masking_limit=1000),

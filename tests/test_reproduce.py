@@ -68,3 +68,14 @@ def test_committed_quick_results_show_masking_and_its_cure():
     theirs = min(v for k, v in cc.items() if k.startswith("torchattacks_") and not k.endswith("_seconds"))
     assert theirs >= cc["ours_pgd-40"] - 2, "an independent attack beats ours by > 2 points: ours is too weak"
     assert s["runs"]["proposed"]["seconds_per_epoch"] < s["runs"]["pgd"]["seconds_per_epoch"]
+
+
+def test_cifar10_reproduction_runs_on_the_fixture(tmp_path):
+    from gmreg_lab.fixtures import make_cifar10_fixture
+
+    make_cifar10_fixture(tmp_path / "data")
+    s = reproduce("cifar10", "smoke", tmp_path / "r", methods="proposed", data_dir=tmp_path / "data",
+                  progress=False, figures=False)
+    assert set(s["table3"]) == {"proposed"}
+    assert s["runs"]["proposed"]["config"]["model"] == "resnet18"
+    assert s["masking"]["proposed"]["checks"]
