@@ -79,7 +79,7 @@ MNIST_SCALES = {
                    apgd_targets=1, masking_limit=32, pgd=dict(pgd_steps=4, pgd_step_size=0.1)),
     "quick": Scale("quick", dict(epochs=2, lr_milestones=(1.0, 1.5), log_every=50),
                    dict(epochs=1, lr_milestones=(0.5,), log_every=200), eval_limit=1000,
-                   attacks="clean,fgsm,ifgsm:40,pgd:40,pgd:100", early_iter=200, fig_limit=500,
+                   attacks="clean,fgsm,ifgsm:40,pgd:40,pgd:100", early_iter=200, fig_limit=200,
                    fig_eps=(0.0, 0.1, 0.2, 0.3, 0.4, 0.5), fig_pgd_steps=40, crosscheck_limit=1000,
                    apgd_targets=3, masking_limit=500, pgd=dict(epochs=1, lr_milestones=(0.5, 0.75))),
     "paper": Scale("paper", dict(), dict(epochs=6), eval_limit=None,
