@@ -1,9 +1,14 @@
-"""Notebook helpers: the series' training recipes, cached runs, early checkpoints, and the gradient-masking checklist.
+"""Notebook helpers (``gl.lab``): the series' training recipes, cached runs, and timing.
 
 Everything here only calls the compute package (torch only, no plotly / ipywidgets), so the notebooks stay thin:
-``lab.recipe("fgsm", smoke=SMOKE)`` gives the config a notebook trains, ``lab.cached_train(cfg)`` trains it once
-under ``runs/`` and returns it instantly afterwards. Smoke runs (the tests) go to a fresh temporary folder, so they
-never read or pollute the full-mode cache.
+``gl.lab.recipe("fgsm", smoke=SMOKE)`` gives the config a notebook trains, ``gl.lab.cached_train(cfg)`` trains it
+once under ``runs/`` and returns it instantly afterwards. Smoke runs (the tests) go to a fresh temporary folder, so
+they never read or pollute the full-mode cache.
+
+What the core already does is not repeated here: loss / accuracy vs eps is ``gl.evaluate.sweep`` (every attack
+step, maximised losses), early checkpoints are ``cached_train(cfg, snapshot_at=(N,))`` then
+``gl.load_model(run.run_dir, which=f"iter:{N}")``, and the gradient-masking checklist is
+``gl.diagnostics.masking_report``.
 """
 
 from __future__ import annotations
@@ -17,13 +22,9 @@ import tempfile
 from pathlib import Path
 from typing import Optional
 
-import torch
-import torch.nn.functional as F
-
-from . import attacks as atk
-from .config import TrainConfig, check_eps
+from .config import TrainConfig
 from .errors import GmregError
-from .evaluate import parse_attacks
+from .runs import CHECKPOINT, load_checkpoint
 from .train import TrainResult, train
 
 log = logging.getLogger(__name__)
@@ -90,80 +91,52 @@ def run_name(cfg: TrainConfig, prefix: str = "nb") -> str:
     return f"{prefix}-{cfg.dataset}-{cfg.model}-{cfg.method}{lam}-eps{cfg.eps:.3g}-{digest}"
 
 
-def cached_train(cfg: TrainConfig, *, smoke: bool = False, callback=None, **kw) -> TrainResult:
-    """``gl.train(cfg, runs_dir/run_name(cfg), resume=True)``: trains once, then returns the cached run at once.
+def run_dir(cfg: TrainConfig, *, smoke: bool = False, root=None) -> Path:
+    """The cache folder of ``cfg``: ``root`` (default ``runs_dir(smoke)``) / ``run_name(cfg)``."""
+    return (Path(root) if root is not None else runs_dir(smoke)) / run_name(cfg)
+
+
+def cached_train(cfg: TrainConfig, *, smoke: bool = False, root=None, callback=None, snapshot_at=(),
+                 **kw) -> TrainResult:
+    """``gl.train(cfg, run_dir(cfg), resume=True)``: trains once, then returns the cached run at once.
 
     An interrupted run resumes from its last finished epoch. ``callback`` only sees rows of a run that trains now;
-    a cached run's rows are in ``result.history``.
+    a cached run's rows are in ``result.history``. ``snapshot_at``: iterations whose weights the run keeps
+    (``gl.train(..., snapshot_at=...)``), loaded back with ``gl.load_model(result.run_dir, which=f"iter:{N}")``.
+    A cached run that went past one of them without keeping it (runs cached before snapshots existed) is trained
+    again from scratch, with a warning: same config and seed, so the same weights, now with the snapshot.
     """
-    out = runs_dir(smoke) / run_name(cfg)
-    return train(cfg, out, resume=True, callback=callback, progress=kw.pop("progress", False), **kw)
+    snapshot_at = tuple(snapshot_at)
+    for n in snapshot_at:
+        if not (isinstance(n, int) and n >= 1):
+            raise GmregError(f"snapshot iterations must be integers >= 1, got {n!r}")
+    out = run_dir(cfg, smoke=smoke, root=root)
+    missing = _missing_snapshots(out, cfg, snapshot_at)
+    if missing:
+        log.warning("cached run %s has no snapshot at iteration %s (trained without snapshot_at): training it again",
+                    out, ", ".join(map(str, missing)))
+    res = train(cfg, out, resume=not missing, overwrite=bool(missing), callback=callback,
+                progress=kw.pop("progress", False), snapshot_at=snapshot_at, **kw)
+    beyond = [n for n in snapshot_at if n > res.metrics.get("iterations", 0)]
+    if beyond and res.metrics.get("complete"):
+        raise GmregError(f"snapshot_at={beyond} is past the end of the run ({res.metrics['iterations']} iterations)")
+    return res
 
 
-def train_until(cfg: TrainConfig, iteration: int, *, callback=None, **kw) -> TrainResult:
-    """Train ``cfg`` in memory and stop at the first history row at or after ``iteration``.
-
-    The run follows exactly the trajectory of ``train(cfg)`` (same seed, data order and noise), so
-    ``result.model`` is an early checkpoint of that run (the paper's Fig. 1 bottom-left).
-    """
-    if not (isinstance(iteration, int) and iteration >= 1):
-        raise GmregError(f"iteration must be an integer >= 1, got {iteration!r}")
-
-    def stop_at(row):
-        if callback is not None:
-            callback(row)
-        return row["event"] == "log" and row["iteration"] >= iteration
-
-    return train(cfg, None, callback=stop_at, progress=kw.pop("progress", False), **kw)
-
-
-def sweep(model, x, y, attacks, eps_values, *, batch_size: int = 1000, seed: int = 0) -> dict:
-    """Accuracy and mean loss vs eps like ``gl.evaluate.sweep``, but every iterative attack runs *all* its steps.
-
-    ``gl.evaluate`` stops attacking an example at its first misclassified iterate (the strongest accuracy
-    measure, and cheap), so the loss it reports is the loss at that iterate, not the maximised loss. The loss plots
-    of the paper (Fig. 1 bottom, Fig. 4) and the PGD - FGSM loss gap need the loss after all steps: this function.
-    Same output format: ``{"eps": [...], "<label>": {"acc": [...], "loss": [...]}}``.
-    """
-    eps_values = [float(e) for e in eps_values]
-    for e in eps_values:
-        check_eps(e)
-    dataset = getattr(model, "dataset", "mnist")
-    specs = parse_attacks(attacks, dataset)
-    model.eval()
-    out: dict = {"eps": eps_values}
-    for a in specs:
-        entry = out.setdefault(a.label, {"acc": [], "loss": []})
-        for eps in eps_values:
-            gen = torch.Generator(device=x.device).manual_seed(seed)
-            correct, loss = 0.0, 0.0
-            for i in range(0, len(y), batch_size):
-                xb, yb = x[i:i + batch_size], y[i:i + batch_size]
-                xa = _run_full(a, model, xb, yb, eps, gen)
-                with torch.no_grad():
-                    logits = model(xa).float()
-                correct += float((logits.argmax(1) == yb).sum())
-                loss += float(F.cross_entropy(logits, yb, reduction="sum"))
-            entry["acc"].append(correct * 100 / len(y))
-            entry["loss"].append(loss / len(y))
-    return out
-
-
-def _run_full(a, model, x, y, eps, gen):
-    if a.name == "clean" or eps == 0:
-        return x
-    if a.name == "fgsm":
-        return atk.fgsm(model, x, y, eps)
-    if a.name == "rfgsm":
-        return atk.rfgsm(model, x, y, eps, min(a.step_size, eps), generator=gen)
-    if a.name == "ifgsm":
-        return atk.ifgsm(model, x, y, eps, a.steps)
-    return atk.pgd(model, x, y, eps, a.step_size, a.steps, restarts=a.restarts, generator=gen)
+def _missing_snapshots(out: Path, cfg: TrainConfig, wanted: tuple) -> list:
+    """Iterations in ``wanted`` that the run of ``cfg`` cached in ``out`` went past without keeping a snapshot."""
+    if not wanted or not (out / CHECKPOINT).is_file():
+        return []
+    ckpt = load_checkpoint(out)
+    if TrainConfig.from_dict(ckpt["config"]) != cfg:
+        return []        # another run: never overwritten here, gl.train reports the clash
+    return [n for n in wanted if n <= ckpt.get("iteration", 0) and n not in (ckpt.get("snapshots") or {})]
 
 
 def log_rows(history) -> list:
-    """The periodic ``"log"`` rows of a training history (the probe measurements)."""
-    return [r for r in history if r.get("event") == "log"]
+    """The periodic ``"log"`` rows of a training history (the probe measurements); rows without an ``event`` key
+    count as log rows."""
+    return [r for r in history if r.get("event", "log") == "log"]
 
 
 def seconds_per_epoch(result: TrainResult, images: int = MNIST_TRAIN_IMAGES) -> float:
@@ -182,46 +155,3 @@ def seconds_per_epoch(result: TrainResult, images: int = MNIST_TRAIN_IMAGES) -> 
 def _train_images(cfg: TrainConfig) -> int:
     n = (60_000 if cfg.dataset == "mnist" else 50_000) - cfg.val_size
     return n if cfg.limit is None else min(cfg.limit, n)
-
-
-def masking_checklist(table: dict, *, transfer_acc: Optional[float] = None, sweep: Optional[dict] = None,
-                      logit_dist: Optional[float] = None, margin: float = 10.0, dist_limit: float = 10.0) -> list:
-    """The gradient-masking checklist for one model, from results already computed.
-
-    ``table``: ``evaluate`` output holding at least ``clean``, ``fgsm`` and one ``pgd-*`` entry (accuracy %).
-    ``transfer_acc``: accuracy under a black-box FGSM transfer attack at the same eps (a masked model resists its
-    own FGSM better than FGSM transferred from another model; 2 points of tolerance for sampling noise). ``sweep``: a ``sweep``
-    output with a ``pgd-*`` entry. ``logit_dist``: the FGSM/R-FGSM logit distance. Returns a list of
-    ``{"check", "ok", "detail"}``; ``ok=False`` is a sign of gradient masking. ``margin`` is in accuracy points.
-    """
-    pgd = [k for k in table if k.startswith("pgd")]
-    for key in ("clean", "fgsm"):
-        if key not in table:
-            raise GmregError(f"the table needs a {key!r} entry; it has {', '.join(table)}")
-    if not pgd:
-        raise GmregError(f"the table needs a pgd entry; it has {', '.join(table)}")
-    clean, fg, pg = table["clean"]["acc"], table["fgsm"]["acc"], table[pgd[-1]]["acc"]
-    out = [
-        {"check": "no label leaking: FGSM accuracy not above clean accuracy", "ok": fg <= clean,
-         "detail": f"clean {clean:.1f}%, FGSM {fg:.1f}%"},
-        {"check": f"single-step attack about as strong as multi-step: FGSM - {pgd[-1].upper()} accuracy < "
-                  f"{margin:g} points", "ok": fg - pg < margin,
-         "detail": f"FGSM {fg:.1f}%, {pgd[-1].upper()} {pg:.1f}%"},
-    ]
-    if transfer_acc is not None:
-        out.append({"check": "white-box FGSM at least as strong as black-box FGSM (transferred)",
-                    "ok": fg <= transfer_acc + 2.0,
-                    "detail": f"white-box FGSM {fg:.1f}%, black-box FGSM {transfer_acc:.1f}%"})
-    if sweep is not None:
-        key = [k for k in sweep if k.startswith("pgd")]
-        if not key:
-            raise GmregError("the sweep needs a pgd entry")
-        accs = sweep[key[0]]["acc"]
-        out.append({"check": f"accuracy falls as eps grows (PGD at eps={sweep['eps'][-1]:g} below {margin:g}%)",
-                    "ok": accs[-1] < margin,
-                    "detail": f"{key[0].upper()} accuracy {accs[0]:.1f}% at eps={sweep['eps'][0]:g} -> "
-                              f"{accs[-1]:.1f}% at eps={sweep['eps'][-1]:g}"})
-    if logit_dist is not None:
-        out.append({"check": f"FGSM and R-FGSM logits close (distance < {dist_limit:g})",
-                    "ok": logit_dist < dist_limit, "detail": f"mean L2 distance {logit_dist:.2f}"})
-    return out

@@ -14,6 +14,7 @@ import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
 from .errors import GmregError
+from .lab import log_rows
 
 COLORS = {"clean": "#2b8a3e", "fgsm": "#d9480f", "rfgsm": "#f59f00", "pgd": "#1c7ed6", "ifgsm": "#7048e8",
           "loss": "#212529", "ce": "#868e96", "reg": "#c2255c", "logit_dist": "#c2255c"}
@@ -37,11 +38,6 @@ def _color(key: str) -> Optional[str]:
         if name in key:
             return COLORS[name]
     return None
-
-
-def log_rows(history: Iterable[Mapping]) -> list:
-    """The ``"log"`` rows of a history (rows without an ``event`` key count as log rows)."""
-    return [r for r in history if r.get("event", "log") == "log"]
 
 
 def series(history: Iterable[Mapping], key: str, x: str = "iteration") -> tuple[list, list]:
@@ -141,6 +137,17 @@ def _check_sweep(sw: Mapping) -> list:
     return [k for k in sw if k != "eps"]
 
 
+def _eps_axes(fig: go.Figure, metric: str, train_eps: Optional[float], title: str) -> go.Figure:
+    """Shared finish of the one-panel vs-eps figures: the training-eps marker, axes and layout."""
+    if train_eps is not None:
+        fig.add_vline(x=train_eps, line_dash="dash", line_color="#868e96",
+                      annotation_text=f"training eps {train_eps:g}", annotation_position="top")
+    if metric == "acc":
+        fig.update_yaxes(range=[-2, 102])
+    return _layout(fig, title, xaxis_title="eps",
+                   yaxis_title="accuracy (%)" if metric == "acc" else "mean cross-entropy")
+
+
 def sweep_figure(sw: Mapping, metric: str = "acc", *, title: str = "", train_eps: Optional[float] = None,
                  attacks: Optional[Sequence[str]] = None) -> go.Figure:
     """Accuracy (``metric="acc"``, Fig. 3) or mean loss (``"loss"``, Fig. 1 bottom / Fig. 4) vs eps per attack."""
@@ -150,13 +157,7 @@ def sweep_figure(sw: Mapping, metric: str = "acc", *, title: str = "", train_eps
     for label in attacks or _check_sweep(sw):
         fig.add_trace(go.Scatter(x=list(sw["eps"]), y=list(sw[label][metric]), mode="lines+markers",
                                  name=label.upper(), line=dict(color=_color(label))))
-    if train_eps is not None:
-        fig.add_vline(x=train_eps, line_dash="dash", line_color="#868e96",
-                      annotation_text=f"training eps {train_eps:g}", annotation_position="top")
-    if metric == "acc":
-        fig.update_yaxes(range=[-2, 102])
-    return _layout(fig, title or f"{'accuracy' if metric == 'acc' else 'mean loss'} vs eps", xaxis_title="eps",
-                   yaxis_title="accuracy (%)" if metric == "acc" else "mean cross-entropy")
+    return _eps_axes(fig, metric, train_eps, title or f"{'accuracy' if metric == 'acc' else 'mean loss'} vs eps")
 
 
 def sweep_grid(sweeps: Mapping[str, Mapping], metric: str = "loss", *, title: str = "",
@@ -188,13 +189,7 @@ def sweep_models(sweeps: Mapping[str, Mapping], attack: str, metric: str = "acc"
             raise GmregError(f"sweep of {name!r} has no {attack!r}; it has {', '.join(_check_sweep(sw))}")
         fig.add_trace(go.Scatter(x=list(sw["eps"]), y=list(sw[attack][metric]), mode="lines+markers", name=name,
                                  line=dict(color=PALETTE[i % len(PALETTE)])))
-    if train_eps is not None:
-        fig.add_vline(x=train_eps, line_dash="dash", line_color="#868e96",
-                      annotation_text=f"training eps {train_eps:g}", annotation_position="top")
-    if metric == "acc":
-        fig.update_yaxes(range=[-2, 102])
-    return _layout(fig, title or f"{attack.upper()} {metric} vs eps", xaxis_title="eps",
-                   yaxis_title="accuracy (%)" if metric == "acc" else "mean cross-entropy")
+    return _eps_axes(fig, metric, train_eps, title or f"{attack.upper()} {metric} vs eps")
 
 
 # --- tables as bars -------------------------------------------------------------------------------------------------
@@ -302,23 +297,31 @@ def image_grid(images, titles: Optional[Sequence[str]] = None, *, cols: int = 6,
     return _layout(fig, title, height=170 * rows + 60)
 
 
-def checklist_figure(checklists: Mapping[str, Sequence[Mapping]], *, title: str = "") -> go.Figure:
-    """The gradient-masking checklist (``{model: lab.masking_checklist(...)}``) as a table: one column per model,
-    one row per check, a tick when the model passes it and a cross (a sign of masking) when it does not."""
-    models = list(checklists)
+def checklist_figure(reports: Mapping[str, object], *, title: str = "") -> go.Figure:
+    """Gradient-masking checklists (``{model: gl.diagnostics.masking_report(...)}``, or their ``.to_dict()``) as a
+    table: one column per model, one row per check; green with a tick when the model passes it, red with a cross (a
+    sign of masking) when it fails, grey when the check was skipped."""
+    models = list(reports)
     if not models:
         raise GmregError("no checklists to show")
-    checks: list = []
-    for items in checklists.values():
-        checks += [i["check"] for i in items if i["check"] not in checks]
-    cells, colors = [checks], ["white"]
-    fills = []
+    by_model = {}
     for m in models:
-        by = {i["check"]: i for i in checklists[m]}
-        cells.append([("✔ " if by[c]["ok"] else "✘ ") + by[c]["detail"] if c in by else "" for c in checks])
-        fills.append(["#d3f9d8" if c in by and by[c]["ok"] else "#ffe3e3" if c in by else "white" for c in checks])
+        r = reports[m]
+        r = r.to_dict() if hasattr(r, "to_dict") else r
+        if not isinstance(r, Mapping) or "checks" not in r:
+            raise GmregError(f"checklist of {m!r} is not a masking report (gl.diagnostics.masking_report)")
+        by_model[m] = {c["name"]: c for c in r["checks"]}
+    checks: list = []
+    for by in by_model.values():
+        checks += [c for c in by if c not in checks]
+    mark = {True: "✔ ", False: "✘ ", None: "– "}
+    fill = {True: "#d3f9d8", False: "#ffe3e3", None: "#f1f3f5"}
+    cells, fills = [[c.replace("_", " ") for c in checks]], [["white"] * len(checks)]
+    for m in models:
+        by = by_model[m]
+        cells.append([mark[by[c]["passed"]] + by[c]["detail"] if c in by else "" for c in checks])
+        fills.append([fill[by[c]["passed"]] if c in by else "white" for c in checks])
     fig = go.Figure(go.Table(header=dict(values=["check", *models], fill_color="#e9ecef", align="left"),
-                             cells=dict(values=cells, fill_color=[[colors[0]] * len(checks), *fills],
-                                        align="left", height=28),
-                             columnwidth=[2.2] + [1.6] * len(models)))
+                             cells=dict(values=cells, fill_color=fills, align="left", height=28),
+                             columnwidth=[1.6] + [2.2] * len(models)))
     return _layout(fig, title or "gradient-masking checklist", height=120 + 40 * len(checks))

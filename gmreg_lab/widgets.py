@@ -157,7 +157,7 @@ class TrainingPanel(_Displayable):
     def __init__(self, base: TrainConfig, *, out_dir=None, data_dir=None, device="auto", lam_max: float = 20.0,
                  eps_max: Optional[float] = None, min_interval: float = 0.5):
         if not isinstance(base, TrainConfig):
-            raise GmregError("base must be a TrainConfig (e.g. lab.recipe('proposed'))")
+            raise GmregError("base must be a TrainConfig (e.g. gl.lab.recipe('proposed'))")
         self.base, self.data_dir, self.device = base, data_dir, device
         self.out_dir = Path(out_dir) if out_dir is not None else None
         self.min_interval = min_interval
@@ -287,8 +287,8 @@ class TrainingPanel(_Displayable):
         try:
             out = None
             if self.out_dir is not None:
-                from .lab import run_name
-                out = self.out_dir / run_name(cfg)   # the same cache as lab.cached_train
+                from .lab import run_dir
+                out = run_dir(cfg, root=self.out_dir)   # the same cache as lab.cached_train
             res = train(cfg, out, resume=out is not None, device=self.device, data_dir=self.data_dir,
                         callback=lambda row: self._on_row(run_id, row), stop=stop, progress=False)
             self.result = res

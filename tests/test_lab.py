@@ -1,5 +1,6 @@
-"""lab: the notebooks' recipes, cached runs, early checkpoints, timing and the masking checklist; the CIFAR fixture."""
+"""lab: the notebooks' recipes, cached runs, early checkpoints (snapshots) and timing; the CIFAR fixture."""
 
+import shutil
 import time
 
 import pytest
@@ -48,15 +49,42 @@ def test_cached_train_trains_once(monkeypatch, tmp_path):
         assert torch.equal(a, b)
 
 
-def test_train_until_is_an_early_checkpoint_of_the_same_run():
-    cfg = lab.recipe("fgsm", smoke=True, limit=128)           # 4 iterations
-    early = lab.train_until(cfg, 2)
-    full = gl.train(cfg, progress=False)
-    assert early.stopped and lab.log_rows(early.history)[-1]["iteration"] == 2
-    strip = lambda rows: [{k: v for k, v in r.items() if k != "train_time"} for r in rows]
-    assert strip(lab.log_rows(early.history)) == strip(lab.log_rows(full.history)[:2])  # same trajectory
-    with pytest.raises(ValueError, match="iteration"):
-        lab.train_until(cfg, 0)
+def test_snapshot_is_an_early_checkpoint_of_the_same_run(monkeypatch, tmp_path):
+    monkeypatch.setenv(lab.ENV_RUNS_DIR, str(tmp_path))
+    cfg = lab.recipe("fgsm", smoke=True, limit=128)           # 4 iterations, one log row each
+    run = lab.cached_train(cfg, snapshot_at=(2,))
+    early = gl.load_model(run.run_dir, which="iter:2")
+    stopped = gl.train(cfg, callback=lambda r: r["event"] == "log" and r["iteration"] >= 2, progress=False)
+    assert stopped.stopped and lab.log_rows(stopped.history)[-1]["iteration"] == 2
+    for a, b in zip(early.parameters(), stopped.last_model.parameters()):
+        assert torch.equal(a, b)                            # the weights of the same run after iteration 2
+    assert not torch.equal(next(early.parameters()), next(run.last_model.parameters()))
+    with pytest.raises(ValueError, match="snapshot"):
+        lab.cached_train(cfg, snapshot_at=(0,))
+    with pytest.raises(ValueError, match="past the end"):
+        lab.cached_train(cfg, snapshot_at=(9,))
+
+
+def test_a_cached_run_without_the_snapshot_is_trained_again(monkeypatch, tmp_path, caplog):
+    monkeypatch.setenv(lab.ENV_RUNS_DIR, str(tmp_path))
+    cfg = lab.recipe("fgsm", smoke=True)                      # 2 iterations
+    old = lab.cached_train(cfg)                               # as the notebooks cached it: no snapshots
+    with pytest.raises(ValueError, match="no snapshot"):
+        gl.load_model(old.run_dir, which="iter:1")
+    seen = []
+    new = lab.cached_train(cfg, snapshot_at=(1,), callback=seen.append)
+    assert seen and "training it again" in caplog.text      # trained for real, with a warning
+    gl.load_model(new.run_dir, which="iter:1")
+    for a, b in zip(old.last_model.parameters(), new.last_model.parameters()):
+        assert torch.equal(a, b)                            # same config and seed: the same final weights
+    seen.clear()
+    again = lab.cached_train(cfg, snapshot_at=(1,), callback=seen.append)
+    assert not seen and again.history == new.history        # now cached with its snapshot
+    other = lab.recipe("normal", smoke=True)
+    shutil.copytree(old.run_dir, lab.run_dir(other))          # a folder holding another config's run
+    with pytest.raises(ValueError, match="different run"):
+        lab.cached_train(other, snapshot_at=(1,))              # reported, never overwritten
+    assert gl.runs.load_checkpoint(lab.run_dir(other))["config"]["method"] == "fgsm"
 
 
 def test_seconds_per_epoch_scales_by_images():
@@ -65,23 +93,6 @@ def test_seconds_per_epoch_scales_by_images():
     s = lab.seconds_per_epoch(res, images=64)
     assert s == pytest.approx(res.metrics["train_seconds"])
     assert lab.seconds_per_epoch(res) == pytest.approx(s * 50_000 / 64)
-
-
-TABLE_MASKED = {"clean": {"acc": 90.0}, "fgsm": {"acc": 97.0}, "pgd-40": {"acc": 0.0}}
-TABLE_ROBUST = {"clean": {"acc": 98.0}, "fgsm": {"acc": 90.0}, "pgd-40": {"acc": 85.0}}
-
-
-def test_masking_checklist_flags_a_masked_model_and_passes_a_robust_one():
-    sweep_down = {"eps": [0.0, 0.5], "pgd-40": {"acc": [98.0, 2.0]}}
-    sweep_flat = {"eps": [0.0, 0.5], "pgd-40": {"acc": [98.0, 80.0]}}
-    masked = lab.masking_checklist(TABLE_MASKED, transfer_acc=60.0, sweep=sweep_down, logit_dist=12.0)
-    robust = lab.masking_checklist(TABLE_ROBUST, transfer_acc=92.0, sweep=sweep_down, logit_dist=0.2)
-    assert [c["ok"] for c in masked] == [False, False, False, True, False]
-    assert all(c["ok"] for c in robust)
-    flat = lab.masking_checklist(TABLE_ROBUST, sweep=sweep_flat)
-    assert [c["ok"] for c in flat] == [True, True, False]
-    with pytest.raises(ValueError, match="pgd"):
-        lab.masking_checklist({"clean": {"acc": 1}, "fgsm": {"acc": 1}})
 
 
 def test_cifar_fixture_loads_and_trains(tmp_path):
@@ -93,14 +104,8 @@ def test_cifar_fixture_loads_and_trains(tmp_path):
         make_cifar10_fixture(tmp_path, n_per_batch=0)
 
 
-def test_lab_sweep_runs_all_steps_and_reports_the_maximised_loss(trained_lenet, small_batch):
-    x, y = small_batch
-    sw = lab.sweep(trained_lenet, x, y, "clean,fgsm,pgd:10:0.05", [0.0, 0.3], batch_size=40)
-    assert sw["eps"] == [0.0, 0.3] and sw["clean"]["acc"][0] == sw["pgd-10"]["acc"][0]
-    x_adv = gl.attacks.pgd(trained_lenet, x, y, 0.3, 0.05, 10, generator=torch.Generator().manual_seed(0))
-    with torch.no_grad():
-        direct = torch.nn.functional.cross_entropy(trained_lenet(x_adv), y).item()
-    assert sw["pgd-10"]["loss"][1] == pytest.approx(direct, rel=1e-4)     # last iterate, same noise
-    ev = gl.evaluate.sweep(trained_lenet, x, y, "pgd:10:0.05", [0.3])
-    assert sw["pgd-10"]["loss"][1] >= ev["pgd-10"]["loss"][0] - 1e-6
-    assert sw["pgd-10"]["loss"][1] > sw["fgsm"]["loss"][1]
+def test_lab_and_fixtures_are_lazy_package_attributes():
+    assert gl.lab is lab and gl.fixtures.make_cifar10_fixture is make_cifar10_fixture
+    assert {"lab", "fixtures"} <= set(gl.__all__)
+    for gone in ("sweep", "train_until", "masking_checklist"):   # one implementation each: the core's
+        assert not hasattr(lab, gone)

@@ -20,6 +20,7 @@ SERIES = ["01_adversarial_examples", "02_gradient_masking", "03_logit_distance",
           "05_evaluation", "06_cifar10"]
 NOTEBOOKS = [NB_DIR / f"{name}.ipynb" for name in SERIES]
 WIDGET_CALL = re.compile(r"gl\.widgets\.(attack_explorer|training_panel|live_figure)\(")
+REMOVED_HELPERS = re.compile(r"\blab\.(sweep|train_until|masking_checklist)\b")
 MAX_EXECUTED_BYTES = 3_000_000   # plotly outputs of the smoke runs are a few hundred kB; widget state would be MBs
 
 
@@ -71,6 +72,17 @@ def test_committed_notebook_is_clean_and_well_formed(path):
         if WIDGET_CALL.search(c.source):
             assert "nbval-ignore-output" in c.metadata.get("tags", []), \
                 f"{path.name}: tag widget cells nbval-ignore-output:\n{c.source}"
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=_ids)
+def test_notebooks_use_gl_and_the_core_implementations(path):
+    # one import (`gl.lab`, `gl.fixtures`, `gl.plots` are package attributes), and no second copy of core features:
+    # eps sweeps are gl.evaluate.sweep, early checkpoints snapshots, the masking checklist gl.diagnostics.masking_report
+    nb = nbformat.read(path, as_version=4)
+    for c in nb.cells:
+        if c.cell_type == "code":
+            assert "from gmreg_lab" not in c.source, f"{path.name}: use `import gmreg_lab as gl`:\n{c.source}"
+        assert not REMOVED_HELPERS.search(c.source), f"{path.name}: a removed lab helper:\n{c.source}"
 
 
 @pytest.mark.slow

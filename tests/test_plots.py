@@ -95,10 +95,22 @@ def test_bars_and_tables():
     assert list(fig.data[0].x) == ["CLEAN", "PGD-40"] and list(fig.data[1].y) == [98.0, None]
     v = plots.value_bars({"a": 1.0, "b": 2.5})
     assert list(v.data[0].y) == [1.0, 2.5]
-    check = {"m": [{"check": "c1", "ok": True, "detail": "d1"}, {"check": "c2", "ok": False, "detail": "d2"}]}
-    t = plots.checklist_figure(check)
-    assert list(t.data[0].cells.values[1]) == ["✔ d1", "✘ d2"]
-    with pytest.raises(ValueError):
-        plots.checklist_figure({})
     grid = plots.image_grid(torch.rand(7, 1, 28, 28), list("abcdefg"), cols=3)
     assert len(grid.data) == 7
+
+
+def test_checklist_figure_shows_masking_reports():
+    from gmreg_lab.diagnostics import Check, MaskingReport
+
+    a = MaskingReport([Check("c_one", True, "d1", {}), Check("c_two", False, "d2", {"x": 1.0}),
+                       Check("c_three", None, "skipped", {})])
+    b = MaskingReport([Check("c_two", True, "ok2", {})])
+    t = plots.checklist_figure({"a": a, "b": b.to_dict()})       # reports or their to_dict()
+    cells = t.data[0].cells
+    assert list(cells.values[0]) == ["c one", "c two", "c three"]
+    assert list(cells.values[1]) == ["✔ d1", "✘ d2", "– skipped"] and list(cells.values[2]) == ["", "✔ ok2", ""]
+    assert list(cells.fill.color[1]) == ["#d3f9d8", "#ffe3e3", "#f1f3f5"]
+    with pytest.raises(ValueError):
+        plots.checklist_figure({})
+    with pytest.raises(ValueError, match="masking report"):
+        plots.checklist_figure({"m": [{"check": "c1", "ok": True, "detail": "d1"}]})
