@@ -170,6 +170,7 @@ class TrainResult:
     run_dir: Optional[Path] = None
     last_model: Optional[torch.nn.Module] = None
     stopped: bool = False
+    snapshots: dict = field(default_factory=dict)   # iteration -> state_dict (CPU), from snapshot_at
 
 
 def _prepare_run_dir(out: Path, cfg: TrainConfig, resume: bool, overwrite: bool) -> Optional[dict]:
@@ -366,7 +367,8 @@ def _loop(cfg, ctx, opt, sched, state, train_set, probe_set, select_set, out, de
         selected.eval()
     if callback is not None:
         callback({"event": "end", "iteration": state["iteration"], "epoch": state["epoch"], "stopped": stopped})
-    return TrainResult(selected, history, metrics, cfg, out, last_model=model, stopped=stopped)
+    return TrainResult(selected, history, metrics, cfg, out, last_model=model, stopped=stopped,
+                       snapshots=state["snapshots"])
 
 
 def _accuracy(model, attack, split_tensors, eps, *args) -> float:
@@ -410,4 +412,5 @@ def _result_from_checkpoint(ckpt, cfg, out, dev) -> TrainResult:
     model = load_model(out, device=dev)
     last = load_model(out, which="last", device=dev)
     metrics = read_json(out / "metrics.json") if (out / "metrics.json").exists() else {}
-    return TrainResult(model, ckpt["history"], metrics, cfg, out, last_model=last)
+    return TrainResult(model, ckpt["history"], metrics, cfg, out, last_model=last,
+                       snapshots=ckpt.get("snapshots") or {})

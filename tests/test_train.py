@@ -104,3 +104,14 @@ def test_lr_schedule_is_stepwise():
                    progress=False)
     lrs = [r["lr"] for r in res.history if r["event"] == "log"]
     assert lrs[0] == pytest.approx(0.01) and lrs[-1] == pytest.approx(0.002)
+
+
+def test_snapshots_are_kept_in_memory_and_on_disk(tmp_path, small_batch):
+    res = gl.train(tiny_cfg(method="fgsm"), tmp_path / "run", progress=False, snapshot_at=(1,))
+    assert set(res.snapshots) == {1}
+    early = gl.load_model(tmp_path / "run", which="iter:1")
+    x, _ = small_batch
+    with torch.no_grad():
+        assert not torch.equal(early(x), res.last_model(x))  # one more SGD step happened after the snapshot
+    with pytest.raises(ValueError, match="no snapshot 'iter:7'"):
+        gl.load_model(tmp_path / "run", which="iter:7")
