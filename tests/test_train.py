@@ -115,3 +115,18 @@ def test_snapshots_are_kept_in_memory_and_on_disk(tmp_path, small_batch):
         assert not torch.equal(early(x), res.last_model(x))  # one more SGD step happened after the snapshot
     with pytest.raises(ValueError, match="no snapshot 'iter:7'"):
         gl.load_model(tmp_path / "run", which="iter:7")
+
+
+def test_checkpoint_of_another_model_or_dataset_is_refused(tmp_path):
+    out = tmp_path / "run"
+    gl.train(tiny_cfg(method="normal"), out, progress=False)
+    with pytest.raises(ValueError, match="is a mnist model, not cifar10"):
+        gl.load_model(out, dataset="cifar10")
+    with pytest.raises(ValueError, match="holds model 'lenet_plus', not 'a'"):
+        gl.load_model(out, arch="a")
+    # weights of one architecture under another's name: a clear error, not a size-mismatch traceback
+    ckpt = gl.runs.load_checkpoint(out)
+    ckpt["arch"] = "c"
+    gl.runs.save_checkpoint(out / "checkpoint.pt", {k: v for k, v in ckpt.items() if k != "format"})
+    with pytest.raises(ValueError, match="does not fit model 'c'"):
+        gl.load_model(out)
