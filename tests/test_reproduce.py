@@ -43,8 +43,8 @@ def test_masking_report_flags_fgsm_at_and_passes_an_honest_model(mnist_test):
     masked = gl.train(tiny_cfg(method="fgsm", limit=19_200, log_every=300, precision="bf16"),
                       progress=False).last_model
     honest = gl.train(tiny_cfg(method="normal", limit=6_400, log_every=300), progress=False).last_model
-    bad = gl.diagnostics.masking_report(masked, x, y, 0.3, steps=20)
-    good = gl.diagnostics.masking_report(honest, x, y, 0.3, steps=20)
+    bad = gl.diagnostics.masking_report(masked, x, y, 0.3, steps=40)  # 40 x 0.01 covers eps
+    good = gl.diagnostics.masking_report(honest, x, y, 0.3, steps=40)
     assert not bad.passed
     assert {"single_step_close_to_iterative", "logit_distance_small"} & set(bad.failed), str(bad)
     assert good.passed, str(good)
