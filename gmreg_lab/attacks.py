@@ -7,6 +7,7 @@ train/eval mode is the caller's choice, randomness comes from an optional ``gene
 
 from __future__ import annotations
 
+import math
 from typing import Optional
 
 import torch
@@ -149,3 +150,121 @@ def pgd(model, x, y, eps: float, alpha: float, steps: int, *, random_start: bool
             best = torch.where(better.view(-1, *[1] * (x.dim() - 1)), x_adv, best)
             best_key = torch.where(better, key, best_key)
     return best
+
+
+# --- APGD (Croce & Hein, ICML 2020): the step-size-free gradient attacks of AutoAttack ----------------------------
+def apgd_checkpoints(steps: int) -> list[int]:
+    """Iterations where APGD may halve its step: w_j = ceil(p_j * steps), p_0 = 0, p_1 = 0.22,
+    p_{j+1} = p_j + max(p_j - p_{j-1} - 0.03, 0.06)."""
+    p = [0.0, 0.22]
+    while p[-1] + max(p[-1] - p[-2] - 0.03, 0.06) <= 1:
+        p.append(p[-1] + max(p[-1] - p[-2] - 0.03, 0.06))
+    return sorted({math.ceil(q * steps - 1e-9) for q in p[1:]})
+
+
+def dlr_loss(logits: torch.Tensor, y: torch.Tensor, target: Optional[torch.Tensor] = None) -> torch.Tensor:
+    """Difference-of-logits-ratio loss per example (Croce & Hein 2020), invariant to shifting and scaling the
+    logits, so a saturated softmax cannot hide the gradient.
+
+    Untargeted: ``-(z_y - max_{i != y} z_i) / (z_pi1 - z_pi3)``; targeted at ``target``:
+    ``-(z_y - z_t) / (z_pi1 - (z_pi3 + z_pi4) / 2)``, with z_pi the logits sorted in decreasing order."""
+    z = logits.float()
+    zs = z.sort(1, descending=True).values
+    zy = z.gather(1, y[:, None])[:, 0]
+    if target is None:
+        zo = z.scatter(1, y[:, None], float("-inf")).amax(1)
+        return -(zy - zo) / (zs[:, 0] - zs[:, 2] + 1e-12)
+    zt = z.gather(1, target[:, None])[:, 0]
+    return -(zy - zt) / (zs[:, 0] - 0.5 * (zs[:, 2] + zs[:, 3]) + 1e-12)
+
+
+def _loss_and_grad(model, x, y, loss: str, target):
+    with torch.enable_grad():
+        x = x.detach().requires_grad_(True)
+        logits = model(x).float()
+        per = F.cross_entropy(logits, y, reduction="none") if loss == "ce" else dlr_loss(logits, y, target)
+        (g,) = torch.autograd.grad(per.sum(), x)
+    return per.detach(), g, logits.detach().argmax(1) != y
+
+
+def apgd(model, x, y, eps: float, steps: int = 100, *, loss: str = "ce", target: Optional[torch.Tensor] = None,
+         rho: float = 0.75, step_weight: float = 0.75, generator: Optional[torch.Generator] = None) -> torch.Tensor:
+    """Auto-PGD, L-infinity (Croce & Hein 2020, Algorithm 1): step size 2*eps halved at the checkpoints of
+    :func:`apgd_checkpoints` when fewer than ``rho`` of the steps since the last one raised the loss, or when the best
+    loss did not move and the step was not halved last time (then the attack restarts from its best point); each
+    update mixes the new signed step (weight ``step_weight``) with the previous displacement (``1 - step_weight``). ``loss``: ``"ce"``, ``"dlr"`` or ``"dlr-t"`` (targeted,
+    needs ``target``). Returns, per example, the first misclassified iterate found, else the highest-loss one.
+    Examples stop being attacked once misclassified (evaluation, not training)."""
+    check_eps(eps)
+    if not (isinstance(steps, int) and steps >= 1):
+        raise GmregError(f"steps must be an integer >= 1, got {steps!r}")
+    if loss not in ("ce", "dlr", "dlr-t"):
+        raise GmregError(f"unknown APGD loss {loss!r}; valid: ce, dlr, dlr-t")
+    if (loss == "dlr-t") != (target is not None):
+        raise GmregError("APGD: loss 'dlr-t' needs target classes, and only it takes them")
+    y = _labels(model, x, y)
+    x = x.detach()
+    n, view = len(y), (-1,) + (1,) * (x.dim() - 1)
+    dev = generator.device if generator is not None else x.device
+    t = 2 * torch.rand(x.shape, generator=generator, device=dev).to(x.device) - 1
+    t = t / t.flatten(1).abs().amax(1).clamp_min(1e-12).view(view)
+    cur = (x + eps * t).clamp(0, 1)
+    prev = cur.clone()
+    eta = torch.full((n,), 2.0 * eps, device=x.device)
+    f_cur, g, broken = _loss_and_grad(model, cur, y, loss, target)
+    best_adv = torch.where(broken.view(view), cur, x)
+    f_max, x_max, g_max = f_cur.clone(), cur.clone(), g.clone()
+    f_max_ckpt = f_max.clone()
+    reduced_ckpt = torch.zeros(n, dtype=torch.bool, device=x.device)
+    raised = torch.zeros(n, device=x.device)
+    checkpoints, last_ckpt = set(apgd_checkpoints(steps)), 0
+    for k in range(1, steps + 1):
+        a = step_weight if k > 1 else 1.0
+        z = _project(cur + eta.view(view) * g.sign(), x, eps)
+        nxt = _project(cur + a * (z - cur) + (1 - a) * (cur - prev), x, eps)
+        idx = (~broken).nonzero()[:, 0]
+        if idx.numel() == 0:
+            break
+        f_new, g_new, mis = _loss_and_grad(model, nxt[idx], y[idx], loss, None if target is None else target[idx])
+        prev, cur = cur, nxt
+        raised[idx] += (f_new > f_cur[idx]).float()
+        f_cur[idx], g[idx] = f_new, g_new
+        hit = idx[mis]
+        best_adv[hit], broken[hit] = nxt[hit], True
+        up = idx[f_new > f_max[idx]]
+        f_max[up], x_max[up], g_max[up] = f_cur[up], nxt[up], g[up]
+        if k in checkpoints:
+            span = k - last_ckpt
+            reduce = (raised < rho * span) | (~reduced_ckpt & (f_max <= f_max_ckpt))
+            eta[reduce] /= 2
+            cur[reduce], prev[reduce], g[reduce] = x_max[reduce], x_max[reduce], g_max[reduce]
+            reduced_ckpt, f_max_ckpt, last_ckpt = reduce, f_max.clone(), k
+            raised.zero_()
+    return torch.where(broken.view(view), best_adv, x_max).detach()
+
+
+def apgd_t(model, x, y, eps: float, steps: int = 100, *, targets: int = 9,
+           generator: Optional[torch.Generator] = None) -> torch.Tensor:
+    """APGD-T: targeted-DLR APGD against each of the ``targets`` likeliest wrong classes of the clean input in turn,
+    on the examples not yet misclassified (as in AutoAttack)."""
+    check_eps(eps)
+    y = _labels(model, x, y)
+    x = x.detach()
+    with torch.no_grad():
+        logits = model(x).float()
+    if not (isinstance(targets, int) and 1 <= targets < logits.shape[1]):
+        raise GmregError(f"APGD-T targets must be an integer in [1, {logits.shape[1] - 1}], got {targets!r}")
+    ranked = logits.sort(1, descending=True).indices
+    broken = logits.argmax(1) != y
+    out = x.clone()
+    for i in range(targets):
+        idx = (~broken).nonzero()[:, 0]
+        if idx.numel() == 0:
+            break
+        tgt = ranked[idx, i + 1]
+        xa = apgd(model, x[idx], y[idx], eps, steps, loss="dlr-t", target=tgt, generator=generator)
+        with torch.no_grad():
+            mis = model(xa).argmax(1) != y[idx]
+        out[idx] = xa
+        broken[idx[mis]] = True
+    return out

@@ -7,7 +7,10 @@ never weaker than keeping the last iterate and much cheaper. The loss of such an
 loss, so those rows report ``loss: None``; loss-vs-eps sweeps (Fig. 1/2 bottom, Fig. 4) run every step.
 
 Attack specs are short strings: ``clean``, ``fgsm``, ``rfgsm[:alpha]``, ``ifgsm:STEPS``,
-``pgd:STEPS[:STEP_SIZE[:RESTARTS]]`` (PGD step size defaults to 0.01 on MNIST, 2/255 on CIFAR-10).
+``pgd:STEPS[:STEP_SIZE[:RESTARTS]]`` (PGD step size defaults to 0.01 on MNIST, 2/255 on CIFAR-10), and the
+step-size-free attacks of AutoAttack: ``apgd-ce:STEPS``, ``apgd-t:STEPS[:TARGETS]`` (targeted DLR against the
+TARGETS likeliest wrong classes, default 9) and ``apgd:STEPS[:TARGETS]`` (APGD-CE, then APGD-T on the survivors:
+the per-example worst case of both, AutoAttack's gradient part).
 """
 
 from __future__ import annotations
@@ -18,12 +21,14 @@ from typing import Iterable, Optional, Sequence
 import torch
 import torch.nn.functional as F
 
-from .attacks import fgsm, ifgsm, pgd, rfgsm
+from .attacks import apgd, apgd_t, fgsm, ifgsm, pgd, rfgsm
 from .config import DATASET_DEFAULTS, check_eps
 from .errors import GmregError
+from .models import to_model_device
 from .train import autocast
 
-ATTACK_NAMES = ("clean", "fgsm", "rfgsm", "ifgsm", "pgd")
+ATTACK_NAMES = ("clean", "fgsm", "rfgsm", "ifgsm", "pgd", "apgd-ce", "apgd-t", "apgd")
+APGD_NAMES = ("apgd-ce", "apgd-t", "apgd")
 
 
 @dataclass(frozen=True)
@@ -32,16 +37,21 @@ class Attack:
     steps: int = 1
     step_size: Optional[float] = None   # PGD step (pixels); R-FGSM: alpha
     restarts: int = 1
+    targets: int = 9                    # APGD-T: likeliest wrong classes attacked
 
     @property
     def label(self) -> str:
+        if self.name == "apgd-ce":
+            return f"apgd-ce-{self.steps}"
+        if self.name in ("apgd-t", "apgd"):
+            return f"{self.name}-{self.steps}" + (f"x{self.targets}" if self.targets != 9 else "")
         if self.name in ("ifgsm", "pgd"):
             return f"{self.name}-{self.steps}" + (f"x{self.restarts}" if self.restarts > 1 else "")
         return self.name
 
     @property
     def iterative(self) -> bool:
-        return self.name in ("ifgsm", "pgd")
+        return self.name in ("ifgsm", "pgd") + APGD_NAMES
 
     def run(self, model, x, y, eps: float, generator=None, early_stop: bool = False):
         if self.name == "clean" or eps == 0:
@@ -50,10 +60,26 @@ class Attack:
             return fgsm(model, x, y, eps)
         if self.name == "rfgsm":
             return rfgsm(model, x, y, eps, min(self.step_size, eps), generator=generator)
+        if self.name == "apgd-ce":
+            return apgd(model, x, y, eps, self.steps, generator=generator)
+        if self.name == "apgd-t":
+            return apgd_t(model, x, y, eps, self.steps, targets=self.targets, generator=generator)
+        if self.name == "apgd":
+            return _apgd_worst(model, x, y, eps, self.steps, self.targets, generator)
         if self.name == "ifgsm":
             return ifgsm(model, x, y, eps, self.steps, early_stop=early_stop)
         return pgd(model, x, y, eps, self.step_size, self.steps, restarts=self.restarts, generator=generator,
                    early_stop=early_stop)
+
+
+def _apgd_worst(model, x, y, eps, steps, targets, generator):
+    """APGD-CE, then APGD-T on the examples it did not break: each example's worst case."""
+    xa = apgd(model, x, y, eps, steps, generator=generator)
+    with torch.no_grad():
+        alive = (model(xa).argmax(1) == y).nonzero()[:, 0]
+    if alive.numel():
+        xa[alive] = apgd_t(model, x[alive], y[alive], eps, steps, targets=targets, generator=generator)
+    return xa
 
 
 def parse_attack(spec: str, dataset: str = "mnist") -> Attack:
@@ -77,6 +103,13 @@ def parse_attack(spec: str, dataset: str = "mnist") -> Attack:
             alpha = float(args[0]) if args else defaults["alpha"]
             check_eps(alpha, "R-FGSM alpha")
             return Attack(name, 1, alpha)
+        if name in APGD_NAMES:
+            if len(args) == 0 or len(args) > (1 if name == "apgd-ce" else 2):
+                raise ValueError
+            steps, targets = int(args[0]), int(args[1]) if len(args) > 1 else 9
+            if steps < 1 or not 1 <= targets <= 9:
+                raise GmregError(f"attack {spec!r}: steps must be >= 1 and targets in [1, 9]")
+            return Attack(name, steps, None, 1, targets)
         if len(args) == 0 or (name == "ifgsm" and len(args) > 1) or len(args) > 3:
             raise ValueError
         steps = int(args[0])
@@ -84,7 +117,8 @@ def parse_attack(spec: str, dataset: str = "mnist") -> Attack:
         restarts = int(args[2]) if len(args) > 2 else 1
     except ValueError:
         raise GmregError(f"cannot parse attack {spec!r}; forms: clean, fgsm, rfgsm[:alpha], ifgsm:STEPS, "
-                         f"pgd:STEPS[:STEP_SIZE[:RESTARTS]]") from None
+                         f"pgd:STEPS[:STEP_SIZE[:RESTARTS]], apgd-ce:STEPS, apgd-t:STEPS[:TARGETS], "
+                         f"apgd:STEPS[:TARGETS]") from None
     if steps < 1 or restarts < 1:
         raise GmregError(f"attack {spec!r}: steps and restarts must be >= 1")
     check_eps(step, "PGD step size")
@@ -114,6 +148,7 @@ def attack_stats(model, attack: Attack, x, y, eps: float, *, source=None, batch_
     """
     early_stop = early_stop and source is None
     check_eps(eps)
+    x, y = to_model_device(model, x, y)
     source = model if source is None else source
     model.eval()
     source.eval()
@@ -129,7 +164,8 @@ def attack_stats(model, attack: Attack, x, y, eps: float, *, source=None, batch_
                 loss += F.cross_entropy(logits, yb, reduction="sum")
     n = len(y)
     return {"acc": float(correct) * 100 / n,
-            "loss": None if early_stop and attack.iterative and eps > 0 else float(loss) / n}
+            "loss": None if (early_stop and attack.iterative or attack.name in APGD_NAMES) and eps > 0
+            else float(loss) / n}
 
 
 def evaluate(model, x, y, attacks, eps: float, *, batch_size: int = 1000, precision: str = "fp32",
