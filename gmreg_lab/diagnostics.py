@@ -14,10 +14,12 @@ import torch.nn.functional as F
 
 from .attacks import fgsm_rfgsm, input_grad, pgd
 from .losses import logit_dist
+from .models import to_model_device
 
 
 def logit_distance(model, x, y, eps: float, alpha: float, *, generator: Optional[torch.Generator] = None) -> float:
     """Mean L2 distance between the logits of FGSM and R-FGSM adversaries of the same clean samples."""
+    x, y = to_model_device(model, x, y)
     x_f, x_r = fgsm_rfgsm(model, x, y, eps, alpha, generator=generator)
     with torch.no_grad():
         return float(logit_dist(model(x_f), model(x_r)))
@@ -29,6 +31,7 @@ def probe(model, x, y, eps: float, alpha: float, pgd_steps: int = 10, *, seed: i
     Returns accuracy (%) and mean loss on clean, FGSM, R-FGSM and PGD-``pgd_steps`` (step 2.5·eps/steps)
     adversaries, and the FGSM/R-FGSM logit distance. Runs the model as it is (the caller picks eval mode).
     """
+    x, y = to_model_device(model, x, y)
     gen = torch.Generator(device=x.device).manual_seed(seed)
     x_f, x_r = fgsm_rfgsm(model, x, y, eps, alpha, generator=gen)
     x_p = pgd(model, x, y, eps, 2.5 * eps / pgd_steps, pgd_steps, generator=gen)
@@ -96,6 +99,7 @@ def masking_report(model, x, y, eps: float, *, alpha: Optional[float] = None, st
     from .evaluate import Attack, attack_stats
 
     model.eval()
+    x, y = to_model_device(model, x, y)
     alpha = alpha if alpha is not None else min(eps, 0.01 if eps >= 0.1 else eps / 4)
     kw = dict(batch_size=batch_size, seed=seed)
     acc = lambda a, e=eps: attack_stats(model, a, x, y, e, early_stop=True, **kw)["acc"]  # noqa: E731

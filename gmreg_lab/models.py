@@ -146,3 +146,9 @@ def build(name: str, dataset: str = "mnist") -> Classifier:
     """A freshly initialised model ``name`` for ``dataset``, taking [0, 1] pixels."""
     check_model(name, dataset)
     return Classifier(REGISTRY[dataset][name](), dataset, name)
+
+
+def to_model_device(model, *tensors):
+    """``tensors`` moved to the device of ``model``'s parameters (data loaded on the CPU, model trained on a GPU)."""
+    p = next(model.parameters(), None)
+    return tuple(t if p is None or t.device == p.device else t.to(p.device) for t in tensors)

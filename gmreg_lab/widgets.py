@@ -25,6 +25,7 @@ from . import plots
 from .config import TrainConfig
 from .errors import GmregError
 from .evaluate import parse_attack
+from .models import to_model_device
 from .train import train
 
 EPS_RANGE = {"mnist": (0.5, 0.01), "cifar10": (16 / 255, 1 / 255)}   # slider max and step, pixel units
@@ -82,7 +83,7 @@ class AttackExplorer(_Displayable):
         eps = self.eps.value if eps is None else eps
         attack = self.attack.value if attack is None else attack
         i = self.index.value if index is None else index
-        xi, yi = self.x[i:i + 1], self.y[i:i + 1]
+        xi, yi = to_model_device(self.model, self.x[i:i + 1], self.y[i:i + 1])
         gen = torch.Generator(device=xi.device).manual_seed(self.seed)  # same eps -> same picture
         x_adv = parse_attack(ATTACK_SPECS[attack], self.dataset).run(self.model, xi, yi, float(eps), generator=gen)
         with torch.no_grad():
