@@ -20,8 +20,10 @@ import torch
 import torch.nn.functional as F
 
 from .config import TrainConfig
+from .errors import GmregError
 from .models import build
-from .train import STEPS, StepContext, _sync, make_model, optimizer_step, resolve_device
+from .train import (STEPS, CudaGraphStep, StepContext, _sync, cudnn_autotune, make_model, optimizer_step,
+                    resolve_device)
 
 FLOOR = {"normal": 3, "fgsm": 5, "rfgsm": 5, "fgsm_rfgsm": 8, "eat": 5, "pgd": None, "proposed": 10}
 EPOCH_IMAGES = {"mnist": 50_000, "cifar10": 40_000}
@@ -46,20 +48,36 @@ def _reference_proposed_step(model, opt, x, y, eps, alpha, lam):
     opt.step()
 
 
-def _kit_step(cfg: TrainConfig, dev):
+def _kit_step(cfg: TrainConfig, dev, graph: bool = False):
+    """The training loop's iteration for ``cfg.method``: eager, or as the loop runs it with CUDA graphs."""
     model, opt = make_model(cfg, dev)
     sources = [build(cfg.model, cfg.dataset).to(dev).eval()] if cfg.method == "eat" else []
     ctx = StepContext(model, cfg, torch.Generator(device=dev).manual_seed(0), sources)
+    if graph:
+        return CudaGraphStep(STEPS[cfg.method], ctx, opt, dev)
     return lambda x, y: optimizer_step(STEPS[cfg.method], ctx, opt, x, y, dev)
 
 
 def bench(dataset: str = "mnist", model: Optional[str] = None, batch_size: int = 128, batches: int = 5,
           rounds: int = 3, methods=("normal", "fgsm", "proposed", "pgd"), device="auto",
-          precision: str = "bf16", reference: bool = True, progress: bool = True) -> dict:
-    """Median seconds per batch of each method, epoch equivalents and ratios; see the module docstring."""
+          precision: str = "bf16", reference: bool = True, progress: bool = True,
+          cuda_graphs: Optional[bool] = None) -> dict:
+    """Median seconds per batch of each method, epoch equivalents and ratios; see the module docstring.
+
+    ``cuda_graphs`` (default: on a GPU): also time each kit step captured as a CUDA graph (``<method>+graph``;
+    ratios of those are taken to ``normal+graph`` / ``pgd+graph``)."""
+    dev = resolve_device(device)
+    cuda_graphs = dev.type == "cuda" if cuda_graphs is None else cuda_graphs
+    if cuda_graphs and dev.type != "cuda":
+        raise GmregError("cuda_graphs needs a CUDA device")
+    with cudnn_autotune(dev):
+        return _bench(dataset, model, batch_size, batches, rounds, methods, dev, precision, reference, progress,
+                      cuda_graphs)
+
+
+def _bench(dataset, model, batch_size, batches, rounds, methods, dev, precision, reference, progress, cuda_graphs):
     from tqdm.auto import tqdm
 
-    dev = resolve_device(device)
     base = TrainConfig(dataset=dataset, model=model, batch_size=batch_size, precision=precision,
                        eat_sources=("-",))
     shape = (batch_size, 1, 28, 28) if dataset == "mnist" else (batch_size, 3, 32, 32)
@@ -67,6 +85,10 @@ def bench(dataset: str = "mnist", model: Optional[str] = None, batch_size: int =
     x = torch.rand(shape, generator=g).to(dev)
     y = torch.randint(0, 10, (batch_size,), generator=g).to(dev)
     steps = {m: _kit_step(base.replace(method=m), dev) for m in methods}
+    if cuda_graphs:
+        for m in methods:
+            if m != "eat":   # EAT picks its source on the host each step: not capturable
+                steps[f"{m}+graph"] = _kit_step(base.replace(method=m), dev, graph=True)
     if reference:
         ref_model = build(base.model, dataset).to(dev)
         ref_opt = torch.optim.SGD(ref_model.parameters(), lr=base.lr, momentum=0.9, weight_decay=5e-4)
@@ -94,12 +116,16 @@ def bench(dataset: str = "mnist", model: Optional[str] = None, batch_size: int =
     epoch = {k: v * EPOCH_IMAGES[dataset] / batch_size for k, v in per_batch.items()}
     out = {"dataset": dataset, "model": base.model, "batch_size": batch_size, "precision": precision,
            "device": str(dev), "seconds_per_batch": per_batch, "seconds_per_epoch": epoch}
+    def base_of(k, m):
+        return f"{m}+graph" if k.endswith("+graph") else m
     if "normal" in per_batch:
-        out["ratio_to_normal"] = {k: v / per_batch["normal"] for k, v in per_batch.items()}
+        out["ratio_to_normal"] = {k: v / per_batch[base_of(k, "normal")] for k, v in per_batch.items()}
     if "pgd" in per_batch:
-        out["ratio_to_pgd"] = {k: v / per_batch["pgd"] for k, v in per_batch.items()}
+        out["ratio_to_pgd"] = {k: v / per_batch[base_of(k, "pgd")] for k, v in per_batch.items()}
     if reference and "proposed" in per_batch:
         out["speedup_over_reference"] = per_batch["reference_proposed"] / per_batch["proposed"]
+        if "proposed+graph" in per_batch:
+            out["speedup_over_reference_graph"] = per_batch["reference_proposed"] / per_batch["proposed+graph"]
     pgd_floor = 2 * base.pgd_steps + 3
     out["floor"] = {"proposed/normal": 10 / 3, "proposed/pgd": 10 / pgd_floor}
     return out
@@ -139,6 +165,8 @@ def format_bench(r: dict) -> str:
                      f"{(f'{rn:.2f}' if rn else '-'):>9}{(f'{rp:.3f}' if rp else '-'):>8}")
     if "speedup_over_reference" in r:
         lines.append(f"proposed step speed-up over the plain fp32 reference: {r['speedup_over_reference']:.2f}x")
+    if "speedup_over_reference_graph" in r:
+        lines.append(f"with CUDA graphs: {r['speedup_over_reference_graph']:.2f}x")
     lines.append(f"floors: proposed/normal {r['floor']['proposed/normal']:.2f}, "
                  f"proposed/pgd {r['floor']['proposed/pgd']:.3f}")
     return "\n".join(lines)

@@ -109,6 +109,8 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--precision", default="bf16")
     b.add_argument("--eval-limit", type=int, default=0, help="also time PGD-100 evaluation on N test images")
     b.add_argument("--eval-model", default=None, help="run directory of the model to attack in that timing")
+    b.add_argument("--cuda-graphs", choices=("auto", "on", "off"), default="auto",
+                   help="also time each step captured as a CUDA graph (auto: on a GPU)")
     b.add_argument("--json", action="store_true")
     b.add_argument("--device", default="auto")
     return ap
@@ -244,7 +246,8 @@ def cmd_bench(args) -> int:
     from .bench import bench, bench_eval, format_bench
 
     r = bench(args.dataset, args.model, args.batch_size, args.batches, args.rounds,
-              tuple(m for m in args.methods.split(",") if m), _device(args.device), args.precision)
+              tuple(m for m in args.methods.split(",") if m), _device(args.device), args.precision,
+              cuda_graphs={"auto": None, "on": True, "off": False}[args.cuda_graphs])
     if args.eval_limit:
         from .runs import load_model
         model = load_model(args.eval_model) if args.eval_model else None

@@ -78,6 +78,7 @@ class TrainConfig:
     probe_pgd_steps: int = 10               # PGD steps of the cheap robustness probe (step 2.5·eps/steps)
     precision: str = "bf16"                 # "bf16" autocast (fast on AVX-512-bf16 CPUs and GPUs) or "fp32"
     channels_last: bool = True              # NHWC memory layout for conv models
+    cuda_graphs: bool = True                # on a GPU, replay each training step as one CUDA graph (not EAT)
     seed: int = 0                           # seeds init, data order, dropout and attack noise
     augment: Optional[bool] = None          # random crop + flip; None -> True for CIFAR-10, False for MNIST
 

@@ -130,13 +130,28 @@ def resolve_device(device="auto") -> torch.device:
 
 def autocast(device: torch.device, precision: str):
     if precision == "bf16":
-        return torch.autocast(device.type, dtype=torch.bfloat16)
+        # a CUDA graph capture must not use autocast's weight cache (its casts would be baked into the graph)
+        capturing = device.type == "cuda" and torch.cuda.is_current_stream_capturing()
+        return torch.autocast(device.type, dtype=torch.bfloat16, cache_enabled=not capturing)
     return contextlib.nullcontext()
 
 
 def _sync(device):
     if device.type == "cuda":
         torch.cuda.synchronize(device)
+
+
+@contextlib.contextmanager
+def cudnn_autotune(dev):
+    """cuDNN picks its fastest kernels per shape while training (fixed batch shapes), and the setting is restored
+    afterwards: evaluation attacks shrink their batches as examples break, and autotuning every new shape would
+    cost far more than it saves."""
+    prev = torch.backends.cudnn.benchmark
+    torch.backends.cudnn.benchmark = prev or dev.type == "cuda"
+    try:
+        yield
+    finally:
+        torch.backends.cudnn.benchmark = prev
 
 
 def make_model(cfg: TrainConfig, dev):
@@ -159,6 +174,68 @@ def optimizer_step(step_fn, ctx: StepContext, opt, x, y, dev):
     loss.backward()
     opt.step()
     return loss, parts
+
+
+class CudaGraphStep:
+    """:func:`optimizer_step` captured as a CUDA graph and replayed: one launch per iteration instead of hundreds
+    (the MNIST model is so small that launches, not FLOPs, bound an eager step on a GPU).
+
+    The graph bakes in the batch shape and the learning rate, so it is captured again when either changes; a batch
+    of another shape than the first (an epoch's short last batch) runs eagerly. Capture needs warm-up steps: they
+    run on the real batch and are then undone (weights, buffers, momentum and the CUDA RNG restored in place), so
+    the trajectory is the eager one up to the order of floating-point sums. Randomness comes from the default CUDA
+    generator, which a replay advances like an eager step. Any capture error falls back to eager steps, logged."""
+
+    def __init__(self, step_fn, ctx: StepContext, opt, dev):
+        self.step_fn, self.opt, self.dev = step_fn, opt, dev
+        self.ctx = StepContext(ctx.model, ctx.cfg, None, ctx.sources, ctx.host_generator)
+        self.graph, self.key, self.shape, self.failed = None, None, None, False
+
+    def _capture(self, x, y):
+        model, opt = self.ctx.model, self.opt
+        self.graph = None
+        saved_model = {k: v.detach().clone() for k, v in model.state_dict().items()}
+        saved_rng = torch.cuda.get_rng_state(self.dev)
+        bufs = [opt.state[p].get("momentum_buffer") if p in opt.state else None
+                for g in opt.param_groups for p in g["params"]]
+        saved_bufs = [None if b is None else b.clone() for b in bufs]
+        self.sx, self.sy = x.clone(), y.clone()
+        side = torch.cuda.Stream(self.dev)
+        side.wait_stream(torch.cuda.current_stream(self.dev))
+        with torch.cuda.stream(side):
+            for _ in range(2):
+                optimizer_step(self.step_fn, self.ctx, opt, self.sx, self.sy, self.dev)
+        torch.cuda.current_stream(self.dev).wait_stream(side)
+        with torch.no_grad():   # undo the warm-up in place (the graph holds these very tensors)
+            for k, v in model.state_dict().items():
+                v.copy_(saved_model[k])
+            params = [p for g in opt.param_groups for p in g["params"]]
+            for p, old in zip(params, saved_bufs):   # SGD: a zero buffer acts as no buffer (dampening 0)
+                buf = opt.state[p].get("momentum_buffer")
+                if buf is not None:
+                    buf.copy_(old) if old is not None else buf.zero_()
+        torch.cuda.set_rng_state(saved_rng, self.dev)
+        graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(graph):
+            self.out = optimizer_step(self.step_fn, self.ctx, opt, self.sx, self.sy, self.dev)
+        self.graph = graph
+
+    def __call__(self, x, y):
+        if self.failed or (self.shape is not None and x.shape != self.shape):
+            return optimizer_step(self.step_fn, self.ctx, self.opt, x, y, self.dev)
+        key = (tuple(x.shape), tuple(g["lr"] for g in self.opt.param_groups))
+        if key != self.key:
+            try:
+                self._capture(x, y)
+            except Exception as e:  # noqa: BLE001 -- any capture problem: keep training, eagerly
+                log.warning("CUDA graph capture failed (%s); training continues with eager steps", e)
+                self.failed = True
+                return optimizer_step(self.step_fn, self.ctx, self.opt, x, y, self.dev)
+            self.key, self.shape = key, x.shape
+        self.sx.copy_(x)
+        self.sy.copy_(y)
+        self.graph.replay()
+        return self.out
 
 
 @dataclass
@@ -269,7 +346,8 @@ def train(cfg: TrainConfig, out=None, *, device="auto", data_dir=None, callback:
                 state[key] = ckpt.get(key, state[key])
             log.info("resuming %s at epoch %d", out, state["epoch"])
         ctx = StepContext(model, cfg, gen, _load_sources(cfg, dev) if cfg.method == "eat" else [], host_gen)
-        return _loop(cfg, ctx, opt, sched, state, train_set, (x_probe, y_probe), (x_sel, y_sel), out, dev,
+        with cudnn_autotune(dev):
+            return _loop(cfg, ctx, opt, sched, state, train_set, (x_probe, y_probe), (x_sel, y_sel), out, dev,
                      callback, stop, progress, set(snapshot_at))
 
 
@@ -278,6 +356,11 @@ def _loop(cfg, ctx, opt, sched, state, train_set, probe_set, select_set, out, de
     from tqdm.auto import tqdm
 
     model, step_fn = ctx.model, STEPS[cfg.method]
+    if cfg.cuda_graphs and dev.type == "cuda" and cfg.method != "eat":
+        step = CudaGraphStep(step_fn, ctx, opt, dev)
+    else:
+        def step(x, y):
+            return optimizer_step(step_fn, ctx, opt, x, y, dev)
     history = state["history"]
     iters_per_epoch = train_set.num_batches(cfg.batch_size)
     stopped = False
@@ -300,7 +383,7 @@ def _loop(cfg, ctx, opt, sched, state, train_set, probe_set, select_set, out, de
         bar = tqdm(total=iters_per_epoch, desc=f"{cfg.method} epoch {epoch + 1}/{cfg.epochs}", leave=False,
                    disable=not progress)
         for b, (x, y) in enumerate(train_set.batches(cfg.batch_size, generator=order_gen, augment=cfg.augment), 1):
-            loss, parts = optimizer_step(step_fn, ctx, opt, x, y, dev)
+            loss, parts = step(x, y)
             sched.step()
             it = state["iteration"]
             bad_at = torch.where((bad_at < 0) & ~torch.isfinite(loss.detach()), torch.full_like(bad_at, it), bad_at)

@@ -51,3 +51,23 @@ def test_nan_keeps_the_last_good_checkpoint(tmp_path, monkeypatch):
     assert ckpt["epoch"] == 1 and not ckpt["complete"]
     model = gl.load_model(out)
     assert all(torch.isfinite(p).all() for p in model.parameters())
+
+
+def test_cuda_graphs_setting_is_inert_on_the_cpu():
+    """CUDA graphs are a GPU-only trick (checked against eager steps on a GPU by benchmarks/device_check.sh):
+    on the CPU the setting must change nothing at all."""
+    assert torch.equal(_losses(cuda_graphs=True), _losses(cuda_graphs=False))
+
+
+def test_cudnn_autotune_is_restored_after_training():
+    before = torch.backends.cudnn.benchmark
+    gl.train(tiny_cfg(), progress=False)
+    assert torch.backends.cudnn.benchmark == before
+
+
+def test_bench_refuses_cuda_graphs_without_a_gpu():
+    if torch.cuda.is_available():
+        pytest.skip("a GPU is present")
+    from gmreg_lab.bench import bench
+    with pytest.raises(ValueError, match="CUDA"):
+        bench(device="cpu", cuda_graphs=True, batches=1, rounds=1)
