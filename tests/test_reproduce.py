@@ -17,8 +17,11 @@ def test_smoke_reproduction_writes_tables_and_is_cached(tmp_path):
     s = reproduce("mnist", "smoke", out, methods="fgsm,proposed,static_a", progress=False, figures=False)
     assert set(s["table3"]) == {"fgsm", "proposed"}
     assert set(s["table5"]) == {"static_a->proposed"}
-    assert {"ours_pgd-40", "torchattacks_apgd-ce", "torchattacks_apgd-t", "torchattacks_worst_case"} <= set(
-        s["crosscheck"]["proposed"])
+    cc = s["crosscheck"]["proposed"]
+    assert {"ours_pgd-40", "ours_apgd-ce", "ours_apgd-t", "ours_worst_case", "torchattacks_apgd-ce",
+            "torchattacks_apgd-t", "torchattacks_worst_case"} <= set(cc)
+    assert cc["ours_worst_case"] <= min(cc["ours_pgd-40"], cc["ours_apgd-ce"], cc["ours_apgd-t"])
+    assert cc["gap_points"] == pytest.approx(cc["ours_worst_case"] - cc["torchattacks_worst_case"])
     assert set(s["masking"]) == {"fgsm", "proposed"}
     assert "early_iter" in s["figures"] and "fgsm@last" in s["figures"]["sweeps"]
     table = (out / "TABLES.md").read_text()
