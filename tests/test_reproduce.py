@@ -85,3 +85,21 @@ def test_cifar10_reproduction_runs_on_the_fixture(tmp_path):
     assert set(s["table3"]) == {"proposed"}
     assert s["runs"]["proposed"]["config"]["model"] == "resnet18"
     assert s["masking"]["proposed"]["checks"]
+
+
+def test_a_run_without_its_early_snapshot_skips_that_sweep_only(tmp_path):
+    """A run trained before snapshots were asked for (or by plain `train`) still reproduces: the early-checkpoint
+    sweep is skipped and listed, everything else is computed."""
+    from gmreg_lab.runs import checkpoint_path, load_checkpoint, save_checkpoint
+
+    out = tmp_path / "r"
+    reproduce("mnist", "smoke", out, methods="proposed", progress=False, figures=False)
+    ckpt = load_checkpoint(out / "runs" / "proposed")
+    ckpt.pop("format")
+    ckpt["snapshots"] = {}
+    save_checkpoint(checkpoint_path(out / "runs" / "proposed"), ckpt)
+    for f in (out / "eval").glob("sweep_*"):
+        f.unlink()
+    s = reproduce("mnist", "smoke", out, methods="proposed", progress=False, figures=False)
+    assert s["figures"]["missing"] == ["proposed@iter:2"]
+    assert "proposed@last" in s["figures"]["sweeps"] and "table3" in s
