@@ -1,6 +1,7 @@
 """Time to insight (issue 5): seconds from pressing Train in notebook 02 (FGSM adversarial training, the notebook's
-own recipe, full size) until the live plot shows the collapse: the PGD probe under 5 % on `--confirm` consecutive
-rows. Training stops there. Wall clock, including data loading and model set-up, on whatever machine runs it.
+own recipe, full size) until the live plot shows the collapse: on `--confirm` consecutive rows the PGD probe is under
+5 % while the FGSM probe is more than 50 points above it (a fresh model is also weak against PGD; the masking
+signature is FGSM accuracy rising while PGD accuracy stays at zero). Training stops there. Wall clock, including data loading and model set-up, on whatever machine runs it.
 
     python benchmarks/time_to_insight.py [--device cpu] [--confirm 3]
 """
@@ -24,12 +25,13 @@ def callback(row):
         return False
     rows.append({"seconds": time.perf_counter() - t0, "iteration": row["iteration"], "acc_pgd": row["acc_pgd"],
                  "acc_fgsm": row["acc_fgsm"], "acc_clean": row["acc_clean"]})
-    return len(rows) >= a.confirm and all(r["acc_pgd"] < 5 for r in rows[-a.confirm:])
+    return len(rows) >= a.confirm and all(r["acc_pgd"] < 5 and r["acc_fgsm"] - r["acc_pgd"] > 50
+                                          for r in rows[-a.confirm:])
 
 
 cfg = gl.lab.recipe("fgsm")
 res = gl.train(cfg, device=a.device, callback=callback, progress=False)
-seen = rows[-a.confirm] if res.stopped else None
+seen = rows[-1] if res.stopped else None   # the row at which the learner can see it
 print(json.dumps({"config": cfg.to_dict(), "rows": rows, "collapse_visible_at_s": seen and seen["seconds"],
                   "collapse_iteration": seen and seen["iteration"], "budget_s": a.budget,
                   "met": bool(seen and seen["seconds"] <= a.budget)}, indent=1))

@@ -95,6 +95,7 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--out", default=None, help="results folder (default results/<dataset>-<scale>)")
     r.add_argument("--methods", default=None, help="comma-separated subset of runs (default: all)")
     r.add_argument("--data-dir", default=None)
+    r.add_argument("--download", action="store_true", help="download CIFAR-10 first if missing (needs internet)")
     r.add_argument("--no-figures", action="store_true")
     r.add_argument("--no-progress", action="store_true")
     r.add_argument("--device", default="auto")
@@ -235,6 +236,10 @@ def cmd_reproduce(args) -> int:
     from .reproduce import reproduce
 
     out = args.out or f"results/{args.dataset}-{args.scale}"
+    if args.download and args.dataset == "cifar10":
+        from . import data
+        data.load_cifar10("train", args.data_dir, download=True)
+        data.load_cifar10("test", args.data_dir, download=True)
     reproduce(args.dataset, args.scale, out, methods=args.methods, device=_device(args.device),
               data_dir=args.data_dir, progress=not args.no_progress, figures=not args.no_figures)
     print(Path(out, "TABLES.md").read_text())
