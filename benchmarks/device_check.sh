@@ -2,6 +2,13 @@
 # The GPU checks of issue 5 as one device run (see BENCHMARKS.md): benchmarks (eager and CUDA graphs), a real
 # training epoch eager vs graphs, and the notebooks under nbval on the GPU. Results land in $OUT.
 # Usage on the device machine, from the repo root:  bash benchmarks/device_check.sh
+# The notebook part needs jupyter/plotly there: fetch them once here as wheels into .whl/ (ignored by git) with
+#   python3 -m pip download -d .whl --only-binary=:all: --python-version 3.12 --implementation cp \
+#       --platform manylinux_2_28_x86_64 --platform manylinux2014_x86_64 --platform any nbval ipykernel ipywidgets \
+#       plotly anywidget
+# drop the wheels of packages the machine already has (pytest, numpy, ...), and carry .whl with the run.
+# The CIFAR-10 batch-128 row of BENCHMARKS.md: python3 -m gmreg_lab bench --device cuda --dataset cifar10 \
+#   --batch-size 128 --batches 10 --rounds 3 --methods normal,proposed,pgd --json
 set -u
 export PYTHONUNBUFFERED=1
 export PYTHONPATH=$PWD${PYTHONPATH:+:$PYTHONPATH}   # the kit from this checkout (notebook kernels run in notebooks/)

@@ -35,6 +35,7 @@ for name, graphs, seed in (("eager", False, 0), ("graphs", True, 0), ("eager_see
     acc = evaluate(r.last_model, x, y, "clean,fgsm,pgd:40,apgd:100", cfg.eps)
     out[name] = {"seconds_per_epoch": r.metrics["seconds_per_epoch"], "wall": wall,
                  "acc": {k: v["acc"] for k, v in acc.items()}}
-    model = model or r.last_model
+    if model is None:
+        model = r.last_model   # the eager seed-0 model is the one timed below
 out["eval_pgd100"] = bench_eval(a.eval_10k, device=a.device, model=model)
 print(json.dumps(out, indent=1))

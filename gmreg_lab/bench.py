@@ -116,7 +116,8 @@ def _bench(dataset, model, batch_size, batches, rounds, methods, dev, precision,
     epoch = {k: v * EPOCH_IMAGES[dataset] / batch_size for k, v in per_batch.items()}
     out = {"dataset": dataset, "model": base.model, "batch_size": batch_size, "precision": precision,
            "device": str(dev), "seconds_per_batch": per_batch, "seconds_per_epoch": epoch}
-    def base_of(k, m):
+
+    def base_of(k, m):   # graph variants are compared with graph variants
         return f"{m}+graph" if k.endswith("+graph") else m
     if "normal" in per_batch:
         out["ratio_to_normal"] = {k: v / per_batch[base_of(k, "normal")] for k, v in per_batch.items()}

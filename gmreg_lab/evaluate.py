@@ -107,18 +107,20 @@ def parse_attack(spec: str, dataset: str = "mnist") -> Attack:
             if len(args) == 0 or len(args) > (1 if name == "apgd-ce" else 2):
                 raise ValueError
             steps, targets = int(args[0]), int(args[1]) if len(args) > 1 else 9
-            if steps < 1 or not 1 <= targets <= 9:
-                raise GmregError(f"attack {spec!r}: steps must be >= 1 and targets in [1, 9]")
-            return Attack(name, steps, None, 1, targets)
-        if len(args) == 0 or (name == "ifgsm" and len(args) > 1) or len(args) > 3:
+        elif len(args) == 0 or (name == "ifgsm" and len(args) > 1) or len(args) > 3:
             raise ValueError
-        steps = int(args[0])
-        step = float(args[1]) if len(args) > 1 else defaults["pgd_step_size"]
-        restarts = int(args[2]) if len(args) > 2 else 1
+        else:
+            steps = int(args[0])
+            step = float(args[1]) if len(args) > 1 else defaults["pgd_step_size"]
+            restarts = int(args[2]) if len(args) > 2 else 1
     except ValueError:
         raise GmregError(f"cannot parse attack {spec!r}; forms: clean, fgsm, rfgsm[:alpha], ifgsm:STEPS, "
                          f"pgd:STEPS[:STEP_SIZE[:RESTARTS]], apgd-ce:STEPS, apgd-t:STEPS[:TARGETS], "
                          f"apgd:STEPS[:TARGETS]") from None
+    if name in APGD_NAMES:
+        if steps < 1 or not 1 <= targets <= 9:
+            raise GmregError(f"attack {spec!r}: steps must be >= 1 and targets in [1, 9]")
+        return Attack(name, steps, None, 1, targets)
     if steps < 1 or restarts < 1:
         raise GmregError(f"attack {spec!r}: steps and restarts must be >= 1")
     check_eps(step, "PGD step size")

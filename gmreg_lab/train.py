@@ -202,19 +202,21 @@ class CudaGraphStep:
         self.sx, self.sy = x.clone(), y.clone()
         side = torch.cuda.Stream(self.dev)
         side.wait_stream(torch.cuda.current_stream(self.dev))
-        with torch.cuda.stream(side):
-            for _ in range(2):
-                optimizer_step(self.step_fn, self.ctx, opt, self.sx, self.sy, self.dev)
-        torch.cuda.current_stream(self.dev).wait_stream(side)
-        with torch.no_grad():   # undo the warm-up in place (the graph holds these very tensors)
-            for k, v in model.state_dict().items():
-                v.copy_(saved_model[k])
-            params = [p for g in opt.param_groups for p in g["params"]]
-            for p, old in zip(params, saved_bufs):   # SGD: a zero buffer acts as no buffer (dampening 0)
-                buf = opt.state[p].get("momentum_buffer")
-                if buf is not None:
-                    buf.copy_(old) if old is not None else buf.zero_()
-        torch.cuda.set_rng_state(saved_rng, self.dev)
+        try:
+            with torch.cuda.stream(side):
+                for _ in range(2):
+                    optimizer_step(self.step_fn, self.ctx, opt, self.sx, self.sy, self.dev)
+        finally:   # undo the warm-up in place (the graph will hold these very tensors), also if it failed
+            torch.cuda.current_stream(self.dev).wait_stream(side)
+            with torch.no_grad():
+                for k, v in model.state_dict().items():
+                    v.copy_(saved_model[k])
+                params = [p for g in opt.param_groups for p in g["params"]]
+                for p, old in zip(params, saved_bufs):   # SGD: a zero buffer acts as no buffer (dampening 0)
+                    buf = opt.state[p].get("momentum_buffer")
+                    if buf is not None:
+                        buf.copy_(old) if old is not None else buf.zero_()
+            torch.cuda.set_rng_state(saved_rng, self.dev)
         graph = torch.cuda.CUDAGraph()
         with torch.cuda.graph(graph):
             self.out = optimizer_step(self.step_fn, self.ctx, opt, self.sx, self.sy, self.dev)
@@ -348,7 +350,7 @@ def train(cfg: TrainConfig, out=None, *, device="auto", data_dir=None, callback:
         ctx = StepContext(model, cfg, gen, _load_sources(cfg, dev) if cfg.method == "eat" else [], host_gen)
         with cudnn_autotune(dev):
             return _loop(cfg, ctx, opt, sched, state, train_set, (x_probe, y_probe), (x_sel, y_sel), out, dev,
-                     callback, stop, progress, set(snapshot_at))
+                         callback, stop, progress, set(snapshot_at))
 
 
 def _loop(cfg, ctx, opt, sched, state, train_set, probe_set, select_set, out, dev, callback, stop, progress,

@@ -87,8 +87,11 @@ def test_evaluation_specs():
     assert parse_attack("apgd-ce:100").label == "apgd-ce-100"
     assert parse_attack("apgd-t:100:3").label == "apgd-t-100x3"
     assert parse_attack("apgd:50").label == "apgd-50"
-    for bad in ("apgd", "apgd-ce:100:3", "apgd-t:10:0", "apgd:10:11"):
-        with pytest.raises(ValueError):
+    for bad in ("apgd", "apgd-ce:100:3", "apgd-t:ten"):
+        with pytest.raises(ValueError, match="cannot parse"):
+            parse_attack(bad)
+    for bad in ("apgd-t:10:0", "apgd:10:11", "apgd-ce:0"):
+        with pytest.raises(ValueError, match=r"targets in \[1, 9\]"):
             parse_attack(bad)
 
 
