@@ -22,8 +22,7 @@ import torch.nn.functional as F
 from .config import TrainConfig
 from .errors import GmregError
 from .models import build
-from .train import (STEPS, CudaGraphStep, StepContext, _sync, cudnn_autotune, make_model, optimizer_step,
-                    resolve_device)
+from .train import StepContext, _sync, cudnn_autotune, make_model, make_step, resolve_device
 
 FLOOR = {"normal": 3, "fgsm": 5, "rfgsm": 5, "fgsm_rfgsm": 8, "eat": 5, "pgd": None, "proposed": 10}
 EPOCH_IMAGES = {"mnist": 50_000, "cifar10": 40_000}
@@ -48,34 +47,48 @@ def _reference_proposed_step(model, opt, x, y, eps, alpha, lam):
     opt.step()
 
 
-def _kit_step(cfg: TrainConfig, dev, graph: bool = False):
-    """The training loop's iteration for ``cfg.method``: eager, or as the loop runs it with CUDA graphs."""
+def _kit_step(cfg: TrainConfig, dev, graph: bool = False, compiled: bool = False):
+    """The training loop's iteration for ``cfg.method``: eager, or as the loop runs it with CUDA graphs and/or a
+    compiled model."""
     model, opt = make_model(cfg, dev)
-    sources = [build(cfg.model, cfg.dataset).to(dev).eval()] if cfg.method == "eat" else []
+    sources = [build(cfg.model, cfg.dataset).to(dev).eval().requires_grad_(False)] if cfg.method == "eat" else []
     ctx = StepContext(model, cfg, torch.Generator(device=dev).manual_seed(0), sources)
-    if graph:
-        return CudaGraphStep(STEPS[cfg.method], ctx, opt, dev)
-    return lambda x, y: optimizer_step(STEPS[cfg.method], ctx, opt, x, y, dev)
+    return make_step(ctx, opt, dev, graphs=graph, compiled=compiled)
+
+
+def _variants(methods, cuda_graphs: bool, compiled: bool) -> dict:
+    """Timed variants: name -> (method, graph, compiled). ``+graph`` only where a CUDA graph applies (not EAT);
+    with ``compiled``, ``+compile+graph`` on a GPU (as the loop runs it there) or ``+compile`` on the CPU."""
+    out = {m: (m, False, False) for m in methods}
+    for m in methods:
+        capturable = cuda_graphs and m != "eat"   # EAT picks its source on the host each step
+        if capturable:
+            out[f"{m}+graph"] = (m, True, False)
+        if compiled:
+            out[f"{m}+compile+graph" if capturable else f"{m}+compile"] = (m, capturable, True)
+    return out
 
 
 def bench(dataset: str = "mnist", model: Optional[str] = None, batch_size: int = 128, batches: int = 5,
           rounds: int = 3, methods=("normal", "fgsm", "proposed", "pgd"), device="auto",
           precision: str = "bf16", reference: bool = True, progress: bool = True,
-          cuda_graphs: Optional[bool] = None) -> dict:
+          cuda_graphs: Optional[bool] = None, compiled: bool = False) -> dict:
     """Median seconds per batch of each method, epoch equivalents and ratios; see the module docstring.
 
-    ``cuda_graphs`` (default: on a GPU): also time each kit step captured as a CUDA graph (``<method>+graph``;
-    ratios of those are taken to ``normal+graph`` / ``pgd+graph``)."""
+    ``cuda_graphs`` (default: on a GPU): also time each kit step captured as a CUDA graph (``<method>+graph``).
+    ``compiled``: also time it with the model compiled (``+compile+graph`` on a GPU, ``+compile`` on the CPU);
+    compilation happens in the warm-up. Ratios of a variant are taken to the same variant of normal / PGD."""
     dev = resolve_device(device)
     cuda_graphs = dev.type == "cuda" if cuda_graphs is None else cuda_graphs
     if cuda_graphs and dev.type != "cuda":
         raise GmregError("cuda_graphs needs a CUDA device")
     with cudnn_autotune(dev):
         return _bench(dataset, model, batch_size, batches, rounds, methods, dev, precision, reference, progress,
-                      cuda_graphs)
+                      cuda_graphs, compiled)
 
 
-def _bench(dataset, model, batch_size, batches, rounds, methods, dev, precision, reference, progress, cuda_graphs):
+def _bench(dataset, model, batch_size, batches, rounds, methods, dev, precision, reference, progress, cuda_graphs,
+           compiled):
     from tqdm.auto import tqdm
 
     base = TrainConfig(dataset=dataset, model=model, batch_size=batch_size, precision=precision,
@@ -84,11 +97,8 @@ def _bench(dataset, model, batch_size, batches, rounds, methods, dev, precision,
     g = torch.Generator().manual_seed(0)
     x = torch.rand(shape, generator=g).to(dev)
     y = torch.randint(0, 10, (batch_size,), generator=g).to(dev)
-    steps = {m: _kit_step(base.replace(method=m), dev) for m in methods}
-    if cuda_graphs:
-        for m in methods:
-            if m != "eat":   # EAT picks its source on the host each step: not capturable
-                steps[f"{m}+graph"] = _kit_step(base.replace(method=m), dev, graph=True)
+    steps = {name: _kit_step(base.replace(method=m), dev, graph, comp)
+             for name, (m, graph, comp) in _variants(methods, cuda_graphs, compiled).items()}
     if reference:
         ref_model = build(base.model, dataset).to(dev)
         ref_opt = torch.optim.SGD(ref_model.parameters(), lr=base.lr, momentum=0.9, weight_decay=5e-4)
@@ -96,10 +106,21 @@ def _bench(dataset, model, batch_size, batches, rounds, methods, dev, precision,
                                                                             base.alpha, base.lam)
     times: dict[str, list] = {k: [] for k in steps}
     names = list(steps)
-    for k in names:  # warm-up (allocator, oneDNN primitive caches, cudnn autotune)
-        for _ in range(2):
-            steps[k](x, y)
-    _sync(dev)
+    warmup, errors = {}, {}
+    for k in list(names):  # warm-up (allocator, oneDNN primitive caches, cudnn autotune, graph capture, compiling)
+        t0 = time.perf_counter()
+        try:
+            for _ in range(2):
+                steps[k](x, y)
+            _sync(dev)
+        except Exception as e:  # noqa: BLE001 -- a variant that cannot run here (no compiler, ...) is reported
+            if k in methods or k == "reference_proposed":
+                raise
+            errors[k] = f"{type(e).__name__}: {e}"[:500]
+            names.remove(k)
+            del times[k]
+            continue
+        warmup[k] = time.perf_counter() - t0
     bar = tqdm(total=rounds * len(names), desc="bench", disable=not progress, leave=False)
     for r in range(rounds):
         order = names[r % len(names):] + names[:r % len(names)]
@@ -115,18 +136,20 @@ def _bench(dataset, model, batch_size, batches, rounds, methods, dev, precision,
     per_batch = {k: statistics.median(v) for k, v in times.items()}
     epoch = {k: v * EPOCH_IMAGES[dataset] / batch_size for k, v in per_batch.items()}
     out = {"dataset": dataset, "model": base.model, "batch_size": batch_size, "precision": precision,
-           "device": str(dev), "seconds_per_batch": per_batch, "seconds_per_epoch": epoch}
+           "device": str(dev), "seconds_per_batch": per_batch, "seconds_per_epoch": epoch,
+           "warmup_seconds": warmup, "failed_variants": errors}
 
-    def base_of(k, m):   # graph variants are compared with graph variants
-        return f"{m}+graph" if k.endswith("+graph") else m
-    if "normal" in per_batch:
-        out["ratio_to_normal"] = {k: v / per_batch[base_of(k, "normal")] for k, v in per_batch.items()}
-    if "pgd" in per_batch:
-        out["ratio_to_pgd"] = {k: v / per_batch[base_of(k, "pgd")] for k, v in per_batch.items()}
+    def base_of(k, m):   # a variant is compared with the same variant of the other method ("+graph", ...)
+        return m + k[k.index("+"):] if "+" in k and not k.startswith("reference") else m
+    for m, key in (("normal", "ratio_to_normal"), ("pgd", "ratio_to_pgd")):
+        if m in per_batch:
+            out[key] = {k: v / per_batch[base_of(k, m)] for k, v in per_batch.items() if base_of(k, m) in per_batch}
     if reference and "proposed" in per_batch:
-        out["speedup_over_reference"] = per_batch["reference_proposed"] / per_batch["proposed"]
+        ref = per_batch["reference_proposed"]
+        out["speedup_over_reference"] = ref / per_batch["proposed"]
+        out["speedups"] = {k: ref / v for k, v in per_batch.items() if k.split("+")[0] == "proposed"}
         if "proposed+graph" in per_batch:
-            out["speedup_over_reference_graph"] = per_batch["reference_proposed"] / per_batch["proposed+graph"]
+            out["speedup_over_reference_graph"] = ref / per_batch["proposed+graph"]
     pgd_floor = 2 * base.pgd_steps + 3
     out["floor"] = {"proposed/normal": 10 / 3, "proposed/pgd": 10 / pgd_floor}
     return out
@@ -164,10 +187,10 @@ def format_bench(r: dict) -> str:
         rp = r.get("ratio_to_pgd", {}).get(k)
         lines.append(f"{k:<20}{v:>10.4f}{r['seconds_per_epoch'][k]:>10.1f}"
                      f"{(f'{rn:.2f}' if rn else '-'):>9}{(f'{rp:.3f}' if rp else '-'):>8}")
-    if "speedup_over_reference" in r:
-        lines.append(f"proposed step speed-up over the plain fp32 reference: {r['speedup_over_reference']:.2f}x")
-    if "speedup_over_reference_graph" in r:
-        lines.append(f"with CUDA graphs: {r['speedup_over_reference_graph']:.2f}x")
+    for k, v in r.get("speedups", {}).items():
+        lines.append(f"{k} speed-up over the plain fp32 reference: {v:.2f}x")
+    for k, v in r.get("failed_variants", {}).items():
+        lines.append(f"{k} could not run: {v}")
     lines.append(f"floors: proposed/normal {r['floor']['proposed/normal']:.2f}, "
                  f"proposed/pgd {r['floor']['proposed/pgd']:.3f}")
     return "\n".join(lines)

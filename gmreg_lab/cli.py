@@ -61,6 +61,8 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--val-size", type=int, default=None)
     t.add_argument("--log-every", type=int, default=50)
     t.add_argument("--precision", default="bf16", help="bf16 (default) or fp32")
+    t.add_argument("--compile", choices=("auto", "on", "off"), default="auto",
+                   help="torch.compile the model for the training steps (auto: on a GPU for CIFAR-10)")
     t.add_argument("--seed", type=int, default=0)
     t.add_argument("--data-dir", default=None)
     t.add_argument("--download", action="store_true", help="download CIFAR-10 if missing (needs internet)")
@@ -112,6 +114,8 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--eval-model", default=None, help="run directory of the model to attack in that timing")
     b.add_argument("--cuda-graphs", choices=("auto", "on", "off"), default="auto",
                    help="also time each step captured as a CUDA graph (auto: on a GPU)")
+    b.add_argument("--compile", action="store_true",
+                   help="also time each step with the model torch.compile'd (compiles in the warm-up)")
     b.add_argument("--json", action="store_true")
     b.add_argument("--device", default="auto")
     return ap
@@ -129,7 +133,7 @@ def _test_set(args, dataset, device):
 
 def cmd_train(args) -> int:
     from .config import TrainConfig
-    from .train import train
+    from .train import compile_pays, train
 
     cfg = TrainConfig(
         dataset=args.dataset, model=args.model, method=args.method, eps=args.eps, alpha=args.alpha, lam=args.lam,
@@ -137,11 +141,13 @@ def cmd_train(args) -> int:
         pgd_step_size=args.pgd_step_size, eat_sources=tuple(s for s in args.eat_sources.split(",") if s),
         limit=args.limit, val_size=args.val_size, log_every=args.log_every, precision=args.precision,
         seed=args.seed)
+    dev = _device(args.device)
+    cfg = cfg.replace(compile_model=args.compile == "on" or (args.compile == "auto" and compile_pays(cfg, dev)))
     if args.download and cfg.dataset == "cifar10":
         from . import data
         data.load_cifar10("train", args.data_dir, download=True)
         data.load_cifar10("test", args.data_dir, download=True)
-    result = train(cfg, args.out, device=_device(args.device), data_dir=args.data_dir, resume=args.resume,
+    result = train(cfg, args.out, device=dev, data_dir=args.data_dir, resume=args.resume,
                    overwrite=args.overwrite, progress=not args.no_progress)
     m = result.metrics
     if args.json:
@@ -252,7 +258,7 @@ def cmd_bench(args) -> int:
 
     r = bench(args.dataset, args.model, args.batch_size, args.batches, args.rounds,
               tuple(m for m in args.methods.split(",") if m), _device(args.device), args.precision,
-              cuda_graphs={"auto": None, "on": True, "off": False}[args.cuda_graphs])
+              cuda_graphs={"auto": None, "on": True, "off": False}[args.cuda_graphs], compiled=args.compile)
     if args.eval_limit:
         from .runs import load_model
         model = load_model(args.eval_model) if args.eval_model else None

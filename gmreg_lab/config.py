@@ -51,6 +51,9 @@ def _pos_int(value, name: str) -> None:
            f"{name} must be an integer >= 1, got {value!r}")
 
 
+RUNTIME_FIELDS = ("cuda_graphs", "compile_model")   # how a step runs, not what it computes
+
+
 @dataclass(frozen=True)
 class TrainConfig:
     dataset: str = "mnist"
@@ -79,6 +82,7 @@ class TrainConfig:
     precision: str = "bf16"                 # "bf16" autocast (fast on AVX-512-bf16 CPUs and GPUs) or "fp32"
     channels_last: bool = True              # NHWC memory layout for conv models
     cuda_graphs: bool = True                # on a GPU, replay each training step as one CUDA graph (not EAT)
+    compile_model: bool = False             # torch.compile the model for the training steps (compiles first)
     seed: int = 0                           # seeds init, data order, dropout and attack noise
     augment: Optional[bool] = None          # random crop + flip; None -> True for CIFAR-10, False for MNIST
 
@@ -138,3 +142,9 @@ class TrainConfig:
 
     def replace(self, **changes) -> "TrainConfig":
         return dataclasses.replace(self, **changes)
+
+    def same_run(self, other: "TrainConfig") -> bool:
+        """Equal except in how the steps are executed (:data:`RUNTIME_FIELDS`, which change results only by
+        floating-point noise): a run started on a CPU may be resumed on a GPU with CUDA graphs or compiled."""
+        a, b = self.to_dict(), other.to_dict()
+        return all(a[k] == b[k] for k in a if k not in RUNTIME_FIELDS)

@@ -128,7 +128,7 @@ def _missing_snapshots(out: Path, cfg: TrainConfig, wanted: tuple) -> list:
     if not wanted or not (out / CHECKPOINT).is_file():
         return []
     ckpt = load_checkpoint(out)
-    if TrainConfig.from_dict(ckpt["config"]) != cfg:
+    if not TrainConfig.from_dict(ckpt["config"]).same_run(cfg):
         return []        # another run: never overwritten here, gl.train reports the clash
     return [n for n in wanted if n <= ckpt.get("iteration", 0) and n not in (ckpt.get("snapshots") or {})]
 

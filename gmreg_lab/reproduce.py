@@ -23,7 +23,7 @@ from .diagnostics import masking_report
 from .errors import GmregError
 from .evaluate import evaluate, sweep, transfer
 from .runs import environment_info, load_model, read_json, write_json, atomic_write_text
-from .train import autocast, resolve_device, train
+from .train import autocast, compile_pays, resolve_device, train
 
 log = logging.getLogger(__name__)
 
@@ -155,6 +155,7 @@ def reproduce(dataset: str = "mnist", scale: str = "quick", out=None, *, methods
 
     # 1. train (cached / resumable)
     for name, cfg in runs.items():
+        cfg = cfg.replace(compile_model=compile_pays(cfg, dev))   # CIFAR-10 on a GPU
         snaps = (sc.early_iter,) if name in ("fgsm", "pgd", "proposed") else ()
         log.info("training %s", name)
         res = train(cfg, out / "runs" / name, device=dev, data_dir=data_dir, resume=True, progress=progress,

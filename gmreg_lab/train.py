@@ -11,6 +11,7 @@ atomically at every epoch end, resumes bit for bit, and stops with a clear error
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import logging
 import math
 import random
@@ -50,27 +51,47 @@ def _ce(model, x, y):
     return F.cross_entropy(model(x).float(), y)
 
 
+@contextlib.contextmanager
+def attacking(model):
+    """The model as a training step's attack sees it: eval mode (no batch-norm batch statistics or dropout in the
+    attack, as in the authors' code) and parameters frozen, so the input-gradient pass computes input gradients
+    only. Eager autograd would skip the weight gradients anyway; a compiled model (``compile_model``) would
+    compute every one of them and throw them away. ``requires_grad`` is restored afterwards; the caller's next
+    loss pass (:func:`_ce`) sets train mode."""
+    model.eval()
+    flags = [(p, p.requires_grad) for p in model.parameters()]
+    for p, _ in flags:
+        p.requires_grad_(False)
+    try:
+        yield model
+    finally:
+        for p, flag in flags:
+            p.requires_grad_(flag)
+
+
 def step_normal(ctx, x, y):
     ce = _ce(ctx.model, x, y)
     return ce, {"ce": ce}
 
 
 def step_fgsm(ctx, x, y):
-    ctx.model.eval()
-    ce = _ce(ctx.model, fgsm(ctx.model, x, y, ctx.cfg.eps), y)
+    with attacking(ctx.model):
+        x_adv = fgsm(ctx.model, x, y, ctx.cfg.eps)
+    ce = _ce(ctx.model, x_adv, y)
     return ce, {"ce": ce}
 
 
 def step_rfgsm(ctx, x, y):
-    ctx.model.eval()
-    ce = _ce(ctx.model, rfgsm(ctx.model, x, y, ctx.cfg.eps, ctx.cfg.alpha, generator=ctx.generator), y)
+    with attacking(ctx.model):
+        x_adv = rfgsm(ctx.model, x, y, ctx.cfg.eps, ctx.cfg.alpha, generator=ctx.generator)
+    ce = _ce(ctx.model, x_adv, y)
     return ce, {"ce": ce}
 
 
 def step_fgsm_rfgsm(ctx, x, y):
     """Ablation (i): a minibatch holding both FGSM and R-FGSM adversaries, plain CE on all of it."""
-    ctx.model.eval()
-    x_f, x_r = fgsm_rfgsm(ctx.model, x, y, ctx.cfg.eps, ctx.cfg.alpha, generator=ctx.generator)
+    with attacking(ctx.model):
+        x_f, x_r = fgsm_rfgsm(ctx.model, x, y, ctx.cfg.eps, ctx.cfg.alpha, generator=ctx.generator)
     ce = _ce(ctx.model, torch.cat([x_f, x_r]), torch.cat([y, y]))
     return ce, {"ce": ce}
 
@@ -80,8 +101,8 @@ def step_eat(ctx, x, y):
     uniformly among the static pre-trained models and the model being trained, with predicted labels."""
     pick = int(torch.randint(len(ctx.sources) + 1, (1,), generator=ctx.host_generator))  # CPU: no device sync
     source = ctx.model if pick == len(ctx.sources) else ctx.sources[pick]
-    ctx.model.eval()
-    x_adv = fgsm(source, x, None, ctx.cfg.eps)
+    with attacking(ctx.model):
+        x_adv = fgsm(source, x, None, ctx.cfg.eps)
     ctx.model.train()
     logits = ctx.model(torch.cat([x, x_adv])).float()
     n = x.shape[0]
@@ -91,8 +112,8 @@ def step_eat(ctx, x, y):
 
 def step_pgd(ctx, x, y):
     cfg = ctx.cfg
-    ctx.model.eval()
-    x_adv = pgd(ctx.model, x, y, cfg.eps, cfg.pgd_step_size, cfg.pgd_steps, generator=ctx.generator)
+    with attacking(ctx.model):
+        x_adv = pgd(ctx.model, x, y, cfg.eps, cfg.pgd_step_size, cfg.pgd_steps, generator=ctx.generator)
     ce = _ce(ctx.model, x_adv, y)
     return ce, {"ce": ce}
 
@@ -101,8 +122,8 @@ def step_proposed(ctx, x, y):
     """Algorithm 1: FGSM and R-FGSM adversaries of the same clean samples (one fused gradient pass), one forward
     pass over B* = [B1, B2], loss Eq. 8."""
     cfg = ctx.cfg
-    ctx.model.eval()
-    x_f, x_r = fgsm_rfgsm(ctx.model, x, y, cfg.eps, cfg.alpha, generator=ctx.generator)
+    with attacking(ctx.model):
+        x_f, x_r = fgsm_rfgsm(ctx.model, x, y, cfg.eps, cfg.alpha, generator=ctx.generator)
     ctx.model.train()
     logits = ctx.model(torch.cat([x_f, x_r]))
     n = x.shape[0]
@@ -128,11 +149,12 @@ def resolve_device(device="auto") -> torch.device:
     return torch.device(device)
 
 
-def autocast(device: torch.device, precision: str):
+def autocast(device: torch.device, precision: str, cache: bool = True):
+    """bf16 autocast, or nothing for fp32. ``cache=False``: no weight-cast cache, as a CUDA graph needs (its casts
+    would otherwise be baked into the graph); a capture turns it off in any case."""
     if precision == "bf16":
-        # a CUDA graph capture must not use autocast's weight cache (its casts would be baked into the graph)
         capturing = device.type == "cuda" and torch.cuda.is_current_stream_capturing()
-        return torch.autocast(device.type, dtype=torch.bfloat16, cache_enabled=not capturing)
+        return torch.autocast(device.type, dtype=torch.bfloat16, cache_enabled=cache and not capturing)
     return contextlib.nullcontext()
 
 
@@ -163,12 +185,12 @@ def make_model(cfg: TrainConfig, dev):
     return model, opt
 
 
-def optimizer_step(step_fn, ctx: StepContext, opt, x, y, dev):
+def optimizer_step(step_fn, ctx: StepContext, opt, x, y, dev, autocast_cache: bool = True):
     """One training iteration: the method's step under the configured precision, backward, SGD update."""
     cfg = ctx.cfg
     if cfg.channels_last and x.dim() == 4:
         x = x.contiguous(memory_format=torch.channels_last)
-    with autocast(dev, cfg.precision):
+    with autocast(dev, cfg.precision, autocast_cache):
         loss, parts = step_fn(ctx, x, y)
     opt.zero_grad(set_to_none=True)
     loss.backward()
@@ -204,8 +226,8 @@ class CudaGraphStep:
         side.wait_stream(torch.cuda.current_stream(self.dev))
         try:
             with torch.cuda.stream(side):
-                for _ in range(2):
-                    optimizer_step(self.step_fn, self.ctx, opt, self.sx, self.sy, self.dev)
+                for _ in range(2):   # the capture's autocast settings: a compiled model must not recompile in it
+                    optimizer_step(self.step_fn, self.ctx, opt, self.sx, self.sy, self.dev, autocast_cache=False)
         finally:   # undo the warm-up in place (the graph will hold these very tensors), also if it failed
             torch.cuda.current_stream(self.dev).wait_stream(side)
             with torch.no_grad():
@@ -219,7 +241,10 @@ class CudaGraphStep:
             torch.cuda.set_rng_state(saved_rng, self.dev)
         graph = torch.cuda.CUDAGraph()
         with torch.cuda.graph(graph):
-            self.out = optimizer_step(self.step_fn, self.ctx, opt, self.sx, self.sy, self.dev)
+            loss, parts = optimizer_step(self.step_fn, self.ctx, opt, self.sx, self.sy, self.dev, autocast_cache=False)
+        # detached views of the graph's outputs (a replay refreshes them): holding the captured autograd graph would
+        # keep its AccumulateGrad nodes, made on the capture stream, alive into later eager steps
+        self.out = (loss.detach(), {k: v.detach() for k, v in parts.items()})
         self.graph = graph
 
     def __call__(self, x, y):
@@ -238,6 +263,50 @@ class CudaGraphStep:
         self.sy.copy_(y)
         self.graph.replay()
         return self.out
+
+
+def compile_pays(cfg: TrainConfig, dev) -> bool:
+    """Whether compiling the model is worth its start-up cost: on a GPU for the CIFAR-10 networks (ResNet-34
+    proposed step 1.4x faster, ~40 s to compile; BENCHMARKS.md). Not for MNIST's LeNet+ (a few seconds saved per
+    run) and not on the CPU (compiling takes minutes there and the steps were not faster)."""
+    return resolve_device(dev).type == "cuda" and cfg.dataset == "cifar10"
+
+
+def compile_for_training(model):
+    """``torch.compile`` of ``model`` for the training steps (same parameters, shapes fixed): the compiler fuses
+    the batch-norm, ReLU and residual passes around each convolution that eager mode runs one by one. The first
+    steps compile (seconds for LeNet+, about a minute per mode for ResNet-34)."""
+    return torch.compile(model, dynamic=False)
+
+
+def make_step(ctx: StepContext, opt, dev, *, graphs: Optional[bool] = None, compiled: Optional[bool] = None):
+    """The training iteration of ``ctx.cfg.method`` as the loop runs it: ``step(x, y) -> (loss, parts)``.
+
+    ``graphs`` (default ``cfg.cuda_graphs``): replay it as a CUDA graph on a GPU (never for EAT, which picks its
+    source on the host). ``compiled`` (default ``cfg.compile_model``): run it through :func:`compile_for_training`;
+    the model in ``ctx`` stays the plain one (checkpoints, probes), and a batch of another shape than the first
+    (an epoch's short last batch) runs on the plain model instead of compiling again."""
+    cfg = ctx.cfg
+    step_fn = STEPS[cfg.method]
+    graphs = (cfg.cuda_graphs if graphs is None else graphs) and dev.type == "cuda" and cfg.method != "eat"
+    compiled = cfg.compile_model if compiled is None else compiled
+    fast_ctx = dataclasses.replace(ctx, model=compile_for_training(ctx.model)) if compiled else ctx
+    if graphs:
+        fast = CudaGraphStep(step_fn, fast_ctx, opt, dev)
+    else:
+        def fast(x, y):
+            return optimizer_step(step_fn, fast_ctx, opt, x, y, dev)
+    if not compiled:
+        return fast
+    first_shape = []
+
+    def step(x, y):
+        if not first_shape:
+            first_shape.append(x.shape)
+        if x.shape != first_shape[0]:
+            return optimizer_step(step_fn, ctx, opt, x, y, dev)
+        return fast(x, y)
+    return step
 
 
 @dataclass
@@ -265,7 +334,7 @@ def _prepare_run_dir(out: Path, cfg: TrainConfig, resume: bool, overwrite: bool)
         raise GmregError(f"output directory {out} is not empty and holds no run; choose another --out "
                          f"or pass --overwrite")
     ckpt = load_checkpoint(ckpt_file)
-    if TrainConfig.from_dict(ckpt["config"]) != cfg:
+    if not TrainConfig.from_dict(ckpt["config"]).same_run(cfg):
         old = TrainConfig.from_dict(ckpt["config"]).to_dict()
         diff = [k for k in old if old[k] != cfg.to_dict()[k]]
         raise GmregError(f"output directory {out} holds a different run (config differs in: {', '.join(diff)}); "
@@ -357,12 +426,7 @@ def _loop(cfg, ctx, opt, sched, state, train_set, probe_set, select_set, out, de
           snapshot_at):
     from tqdm.auto import tqdm
 
-    model, step_fn = ctx.model, STEPS[cfg.method]
-    if cfg.cuda_graphs and dev.type == "cuda" and cfg.method != "eat":
-        step = CudaGraphStep(step_fn, ctx, opt, dev)
-    else:
-        def step(x, y):
-            return optimizer_step(step_fn, ctx, opt, x, y, dev)
+    model, step = ctx.model, make_step(ctx, opt, dev)
     history = state["history"]
     iters_per_epoch = train_set.num_batches(cfg.batch_size)
     stopped = False

@@ -30,3 +30,14 @@ def test_reference_step_back_propagates_into_every_weight():
     _reference_proposed_step(m, opt, x, y, 0.3, 0.01, 5.0)
     assert all(torch.equal(a, b) for a, b in zip(before, m.parameters()))
     assert all(p.grad is not None for p in m.parameters())
+
+
+def test_bench_variants_and_their_ratio_baselines():
+    from gmreg_lab.bench import _variants
+
+    v = _variants(("normal", "eat", "proposed"), cuda_graphs=True, compiled=True)
+    assert v["proposed+graph"] == ("proposed", True, False)
+    assert v["proposed+compile+graph"] == ("proposed", True, True)
+    assert "eat+graph" not in v and v["eat+compile"] == ("eat", False, True)   # EAT is never captured
+    cpu = _variants(("normal", "proposed"), cuda_graphs=False, compiled=True)
+    assert set(cpu) == {"normal", "proposed", "normal+compile", "proposed+compile"}

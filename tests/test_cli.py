@@ -154,3 +154,10 @@ def test_killed_training_resumes_to_the_same_result(tmp_path):
     hist_b = [{k: v for k, v in row.items() if "time" not in k and "seconds" not in k}
               for row in torch.load(tmp_path / "straight" / "checkpoint.pt", weights_only=True)["history"]]
     assert hist_a == hist_b
+
+
+def test_compile_choice_resolves_where_it_pays(run_dir):
+    """`train --compile auto` (the default) compiles only for CIFAR-10 on a GPU: not for this MNIST run on the CPU."""
+    assert json.loads((run_dir / "config.json").read_text())["compile_model"] is False
+    r = cli("train", "--compile", "sometimes", *TINY)
+    assert r.returncode != 0 and "invalid choice" in r.stderr

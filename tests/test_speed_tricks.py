@@ -71,3 +71,61 @@ def test_bench_refuses_cuda_graphs_without_a_gpu():
     from gmreg_lab.bench import bench
     with pytest.raises(ValueError, match="CUDA"):
         bench(device="cpu", cuda_graphs=True, batches=1, rounds=1)
+
+
+def test_attack_pass_freezes_the_weights_and_restores_them():
+    """The training steps' attacks run in eval mode with the weights frozen (so a compiled model's backward
+    computes input gradients only), and every flag comes back, also after an error."""
+    from gmreg_lab.train import attacking
+
+    model = gl.models.build("lenet_plus").train()
+    model.net[0].bias.requires_grad_(False)       # a parameter frozen by the caller stays frozen
+    flags = [p.requires_grad for p in model.parameters()]
+    with attacking(model):
+        assert not model.training and not any(p.requires_grad for p in model.parameters())
+        x = torch.rand(4, 1, 28, 28, requires_grad=True)
+        (g,) = torch.autograd.grad(model(x).sum(), x)   # the input gradient still flows
+        assert g.abs().sum() > 0
+    assert [p.requires_grad for p in model.parameters()] == flags
+    with pytest.raises(RuntimeError):
+        with attacking(model):
+            raise RuntimeError("boom")
+    assert [p.requires_grad for p in model.parameters()] == flags
+
+
+def test_compiled_model_trains_like_the_eager_one():
+    """``compile_model``: the same losses as eager steps (fp32, CPU), the short last batch of an epoch on the
+    plain model instead of a recompile, and the weights the compiled steps trained are the run's model."""
+    import torch._dynamo
+
+    torch._dynamo.reset()
+    cfg = tiny_cfg(method="proposed", limit=80, select_best=False)   # batches of 32, 32 and 16
+    eager = gl.train(cfg, progress=False)
+    before = torch._dynamo.utils.counters["stats"]["unique_graphs"]
+    comp = gl.train(cfg.replace(compile_model=True), progress=False)
+    graphs = torch._dynamo.utils.counters["stats"]["unique_graphs"] - before
+    assert graphs == 2, f"expected one graph per mode (attack: eval + frozen, loss: train), got {graphs}"
+    a = torch.tensor([r["loss"] for r in eager.history if r["event"] == "log"])
+    b = torch.tensor([r["loss"] for r in comp.history if r["event"] == "log"])
+    assert len(a) == 3 and torch.allclose(a, b, rtol=1e-3, atol=1e-4), (a, b)
+    for p, q in zip(eager.last_model.parameters(), comp.last_model.parameters()):
+        assert torch.allclose(p, q, rtol=1e-3, atol=1e-5)
+    assert not any(type(m).__name__ == "OptimizedModule" for m in comp.last_model.modules())
+
+
+def test_runtime_settings_do_not_make_another_run(tmp_path):
+    """CUDA graphs and compilation change how a step runs, not what it computes: a run resumes under either."""
+    from gmreg_lab.train import compile_pays
+
+    cfg = tiny_cfg(epochs=2)
+    assert cfg.same_run(cfg.replace(cuda_graphs=False, compile_model=True))
+    assert not cfg.same_run(cfg.replace(lam=1.0))
+    out = tmp_path / "run"
+    gl.train(cfg.replace(epochs=1), out, progress=False)
+    with pytest.raises(gl.errors.GmregError, match="config differs in: epochs"):
+        gl.train(cfg, out, resume=True, progress=False)
+    gl.train(cfg.replace(epochs=1, cuda_graphs=False), out, resume=True, progress=False)   # accepted as the same
+    # compiling is chosen where it pays: CIFAR-10 on a GPU only
+    assert compile_pays(gl.TrainConfig(dataset="cifar10"), torch.device("cuda"))
+    assert not compile_pays(gl.TrainConfig(dataset="cifar10"), torch.device("cpu"))
+    assert not compile_pays(gl.TrainConfig(dataset="mnist"), torch.device("cuda"))
