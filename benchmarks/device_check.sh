@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# The GPU checks of issue 5 as one device run (see BENCHMARKS.md): benchmarks (eager and CUDA graphs), a real
-# training epoch eager vs graphs, and the notebooks under nbval on the GPU. Results land in $OUT.
+# The GPU checks of issue 5 as one device run (see BENCHMARKS.md): benchmarks (eager, CUDA graphs, compiled model),
+# a profile of the CIFAR-10 step, the real loop on CIFAR-shaped data, real MNIST epochs eager vs graphs vs compiled,
+# and the notebooks under nbval on the GPU. Results land in $OUT.
 # Usage on the device machine, from the repo root:  bash benchmarks/device_check.sh
 # The notebook part needs jupyter/plotly there: fetch them once here as wheels into .whl/ (ignored by git) with
 #   python3 -m pip download -d .whl --only-binary=:all: --python-version 3.12 --implementation cp \

@@ -148,8 +148,6 @@ def _bench(dataset, model, batch_size, batches, rounds, methods, dev, precision,
         ref = per_batch["reference_proposed"]
         out["speedup_over_reference"] = ref / per_batch["proposed"]
         out["speedups"] = {k: ref / v for k, v in per_batch.items() if k.split("+")[0] == "proposed"}
-        if "proposed+graph" in per_batch:
-            out["speedup_over_reference_graph"] = ref / per_batch["proposed+graph"]
     pgd_floor = 2 * base.pgd_steps + 3
     out["floor"] = {"proposed/normal": 10 / 3, "proposed/pgd": 10 / pgd_floor}
     return out

@@ -10,7 +10,7 @@ def test_bench_reports_every_method_reference_and_floors():
     assert set(r["seconds_per_batch"]) == {"normal", "fgsm", "proposed", "pgd", "reference_proposed"}
     assert all(v > 0 for v in r["seconds_per_batch"].values())
     assert r["ratio_to_normal"]["normal"] == 1.0 and r["ratio_to_pgd"]["pgd"] == 1.0
-    assert r["speedup_over_reference"] > 0
+    assert r["speedup_over_reference"] > 0 and r["speedups"]["proposed"] == r["speedup_over_reference"]
     assert abs(r["floor"]["proposed/pgd"] - 10 / 83) < 1e-9
     text = format_bench(r)
     assert "reference" in text and "floors" in text
