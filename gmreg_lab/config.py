@@ -85,6 +85,7 @@ class TrainConfig:
     compile_model: bool = False             # torch.compile the model for the training steps (compiles first)
     seed: int = 0                           # seeds init, data order, dropout and attack noise
     augment: Optional[bool] = None          # random crop + flip; None -> True for CIFAR-10, False for MNIST
+    normalize: bool = True                  # a fixed mean/std layer inside the model; False: raw [0, 1] pixels
 
     def __post_init__(self) -> None:
         check_choice("dataset", self.dataset, DATASETS)
@@ -135,6 +136,7 @@ class TrainConfig:
         unknown = sorted(set(d) - known)
         _check(not unknown, f"unknown config keys: {', '.join(unknown)}")
         d = dict(d)
+        d.setdefault("normalize", True)     # runs saved before the option existed normalised inside the model
         for key in ("lr_milestones", "eat_sources"):
             if key in d:
                 d[key] = tuple(d[key])

@@ -28,13 +28,15 @@ class Normalize(nn.Module):
 
 
 class Classifier(nn.Module):
-    """``Normalize`` followed by a network; ``arch`` and ``dataset`` are kept for checkpoints."""
+    """A network taking [0, 1] pixels; ``normalize=True`` puts a fixed ``Normalize`` layer (dataset mean / std) in
+    front of it, ``False`` feeds the raw pixels (as the paper and the authors' code do). Either way epsilon stays in
+    pixel units. ``arch``, ``dataset`` and ``normalized`` are kept for checkpoints."""
 
-    def __init__(self, net: nn.Module, dataset: str, arch: str):
+    def __init__(self, net: nn.Module, dataset: str, arch: str, normalize: bool = True):
         super().__init__()
-        self.normalize = Normalize(*MEAN_STD[dataset])
+        self.normalize = Normalize(*MEAN_STD[dataset]) if normalize else nn.Identity()
         self.net = net
-        self.arch, self.dataset = arch, dataset
+        self.arch, self.dataset, self.normalized = arch, dataset, bool(normalize)
 
     def forward(self, x):
         return self.net(self.normalize(x))
@@ -142,10 +144,11 @@ def check_model(name: str, dataset: str) -> None:
         raise GmregError(f"unknown model {name!r} for {dataset}{hint}; valid: {', '.join(REGISTRY[dataset])}")
 
 
-def build(name: str, dataset: str = "mnist") -> Classifier:
-    """A freshly initialised model ``name`` for ``dataset``, taking [0, 1] pixels."""
+def build(name: str, dataset: str = "mnist", normalize: bool = True) -> Classifier:
+    """A freshly initialised model ``name`` for ``dataset``, taking [0, 1] pixels (normalised inside when
+    ``normalize``)."""
     check_model(name, dataset)
-    return Classifier(REGISTRY[dataset][name](), dataset, name)
+    return Classifier(REGISTRY[dataset][name](), dataset, name, normalize)
 
 
 def to_model_device(model, *tensors):

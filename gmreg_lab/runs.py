@@ -113,7 +113,6 @@ def load_model(path, *, which: str = "best", device="cpu", dataset: str | None =
         raise GmregError(f"checkpoint {checkpoint_path(path)} is a {ckpt['dataset']} model, not {dataset}")
     if arch is not None and ckpt["arch"] != arch:
         raise GmregError(f"checkpoint {checkpoint_path(path)} holds model {ckpt['arch']!r}, not {arch!r}")
-    model = build(ckpt["arch"], ckpt["dataset"])
     state = ckpt.get("best_model") if which == "best" and ckpt.get("best_model") is not None else ckpt["model"]
     if str(which).startswith("iter:"):
         snaps = ckpt.get("snapshots") or {}
@@ -122,6 +121,7 @@ def load_model(path, *, which: str = "best", device="cpu", dataset: str | None =
         except (KeyError, ValueError):
             raise GmregError(f"checkpoint {checkpoint_path(path)} has no snapshot {which!r}; it has: "
                              f"{', '.join(f'iter:{k}' for k in sorted(snaps)) or 'none'}") from None
+    model = build(ckpt["arch"], ckpt["dataset"], normalize="normalize.mean" in state)
     try:
         model.load_state_dict(state)
     except RuntimeError as e:

@@ -178,7 +178,7 @@ def cudnn_autotune(dev):
 
 def make_model(cfg: TrainConfig, dev):
     """A fresh model for ``cfg`` on ``dev`` (channels_last if asked) and its SGD optimizer."""
-    model = build(cfg.model, cfg.dataset).to(dev)
+    model = build(cfg.model, cfg.dataset, cfg.normalize).to(dev)
     if cfg.channels_last:
         model = model.to(memory_format=torch.channels_last)
     opt = torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
@@ -511,7 +511,7 @@ def _loop(cfg, ctx, opt, sched, state, train_set, probe_set, select_set, out, de
     model.eval()
     selected = model
     if state["best_model"] is not None and not stopped:
-        selected = build(cfg.model, cfg.dataset).to(dev)
+        selected = build(cfg.model, cfg.dataset, cfg.normalize).to(dev)
         selected.load_state_dict(state["best_model"])
         selected.eval()
     if callback is not None:
