@@ -18,7 +18,7 @@ from torch.profiler import ProfilerActivity, profile
 import gmreg_lab as gl
 from gmreg_lab.bench import _kit_step, _reference_proposed_step
 from gmreg_lab.models import build
-from gmreg_lab.train import _sync, cudnn_autotune
+from gmreg_lab.runtime import cudnn_autotune, sync as _sync
 
 # first match wins; kernel names of cuDNN, cuBLAS/CUTLASS, ATen and Inductor (triton_*)
 KINDS = [("conv", r"conv|cudnn|xmma|implicit|dgrad|wgrad|fprop|winograd"),

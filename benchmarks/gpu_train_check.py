@@ -1,6 +1,7 @@
 """GPU check (device run): one real MNIST epoch of the proposed method at the paper's settings (batch 32), eager and
-with CUDA graphs, with CUDA graphs of the compiled model (same seed) and eager with another seed (the noise level); PGD-40 / APGD accuracy of each model, and
-the 10k-image PGD-100 evaluation time (fp32, bf16, per-example early stop).
+with CUDA graphs, with CUDA graphs of the compiled model (same seed) and eager with another seed (the noise
+level); PGD-40 / APGD accuracy of each model, and the 10k-image PGD-100 evaluation time (fp32, bf16, per-example
+early stop).
 
     python3 benchmarks/gpu_train_check.py [--device cuda] [--limit N] [--epochs 1]   -> JSON on stdout
 """

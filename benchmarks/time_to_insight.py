@@ -1,7 +1,8 @@
 """Time to insight (issue 5): seconds from pressing Train in notebook 02 (FGSM adversarial training, the notebook's
 own recipe, full size) until the live plot shows the collapse: on `--confirm` consecutive rows the PGD probe is under
 5 % while the FGSM probe is more than 50 points above it (a fresh model is also weak against PGD; the masking
-signature is FGSM accuracy rising while PGD accuracy stays at zero). Training stops there. Wall clock, including data loading and model set-up, on whatever machine runs it.
+signature is FGSM accuracy rising while PGD accuracy stays at zero). Training stops there. Wall clock, including
+data loading and model set-up, on whatever machine runs it.
 
     python benchmarks/time_to_insight.py [--device cpu] [--confirm 3]
 """

@@ -8,6 +8,7 @@ train/eval mode is the caller's choice, randomness comes from an optional ``gene
 from __future__ import annotations
 
 import math
+import warnings
 from typing import Optional
 
 import torch
@@ -24,14 +25,16 @@ def _labels(model, x, y):
         return model(x).argmax(1)
 
 
-def input_grad(model, x: torch.Tensor, y: torch.Tensor, *, return_logits: bool = False):
+def input_grad(model, x: torch.Tensor, y: torch.Tensor, *, return_logits: bool = False,
+               create_graph: bool = False):
     """Gradient of the summed cross-entropy loss with respect to the input ``x`` (fp32, same shape), and the logits
-    of that same forward pass when ``return_logits``."""
+    of that same forward pass when ``return_logits``. ``create_graph``: keep the gradient differentiable with
+    respect to the model's weights (a regulariser on input gradients, as GradAlign's, back-propagates through it)."""
     with torch.enable_grad():
         x = x.detach().requires_grad_(True)
         logits = model(x).float()
         loss = F.cross_entropy(logits, y, reduction="sum")
-        (g,) = torch.autograd.grad(loss, x)
+        (g,) = torch.autograd.grad(loss, x, create_graph=create_graph)
     return (g, logits.detach()) if return_logits else g
 
 
@@ -39,6 +42,12 @@ def _random_sign(x: torch.Tensor, generator: Optional[torch.Generator]) -> torch
     """sign(N(0, I)) of ``x``'s shape: a random +-1 per pixel (Eq. 2)."""
     dev = generator.device if generator is not None else x.device
     return torch.randn(x.shape, generator=generator, device=dev).sign().to(x.device)
+
+
+def uniform_noise(x: torch.Tensor, scale: float, generator: Optional[torch.Generator]) -> torch.Tensor:
+    """U(-scale, scale) noise of ``x``'s shape, on ``x``'s device."""
+    dev = generator.device if generator is not None else x.device
+    return (scale * (2 * torch.rand(x.shape, generator=generator, device=dev) - 1)).to(x.device)
 
 
 def fgsm(model, x, y, eps: float) -> torch.Tensor:
@@ -80,6 +89,32 @@ def fgsm_rfgsm(model, x, y, eps: float, alpha: float, *, generator: Optional[tor
     return x_fgsm, x_rfgsm
 
 
+def fgsm_rs(model, x, y, eps: float, step: Optional[float] = None, *,
+            generator: Optional[torch.Generator] = None) -> torch.Tensor:
+    """FGSM with a random start (Wong, Rice & Kolter 2020, "Fast is better than free"): a uniform start
+    ``delta ~ U(-eps, eps)`` (kept so that ``x + delta`` is in [0, 1]), one signed gradient step of ``step``
+    (default 1.25 * eps, their choice) from there, projected back onto the eps-ball and [0, 1]."""
+    check_eps(eps)
+    step = 1.25 * eps if step is None else step
+    if not (isinstance(step, (int, float)) and 0 <= step <= 2):
+        raise GmregError(f"step must be a number in [0, 2] (pixels), got {step!r}")
+    y = _labels(model, x, y)
+    x1 = (x + uniform_noise(x, eps, generator)).clamp(0, 1)
+    return _project(x1 + step * input_grad(model, x1, y).sign(), x, eps).detach()
+
+
+def nfgsm(model, x, y, eps: float, k: float = 2.0, *, generator: Optional[torch.Generator] = None) -> torch.Tensor:
+    """N-FGSM (de Jorge et al. 2022, "Make some noise"): noise ``eta ~ U(-k * eps, k * eps)`` (k = 2 in their
+    paper), then a signed gradient step of ``eps`` from ``x + eta``, clipped to [0, 1] only. There is no projection
+    onto the eps-ball: the training input lies up to (k + 1) * eps from x, and that is the method."""
+    check_eps(eps)
+    if not (isinstance(k, (int, float)) and 0 <= k <= 10):
+        raise GmregError(f"k (noise magnitude in units of eps) must be a number in [0, 10], got {k!r}")
+    y = _labels(model, x, y)
+    x1 = (x + uniform_noise(x, k * eps, generator)).clamp(0, 1)
+    return (x1 + eps * input_grad(model, x1, y).sign()).clamp(0, 1).detach()
+
+
 def _project(x_adv, x, eps):
     return torch.min(torch.max(x_adv, x - eps), x + eps).clamp(0, 1)
 
@@ -116,15 +151,26 @@ def ifgsm(model, x, y, eps: float, steps: int, *, early_stop: bool = False) -> t
     return _iterate(model, x.detach(), y, x.detach(), eps, eps / steps, steps, early_stop)
 
 
-def pgd(model, x, y, eps: float, alpha: float, steps: int, *, random_start: bool = True, restarts: int = 1,
-        generator: Optional[torch.Generator] = None, early_stop: bool = False) -> torch.Tensor:
-    """PGD (Madry et al.): uniform random start in the eps-ball, ``steps`` signed steps of ``alpha``, projection.
+def pgd(model, x, y, eps: float, step: Optional[float] = None, steps: Optional[int] = None, *,
+        random_start: bool = True, restarts: int = 1, generator: Optional[torch.Generator] = None,
+        early_stop: bool = False, alpha: Optional[float] = None) -> torch.Tensor:
+    """PGD (Madry et al.): uniform random start in the eps-ball, ``steps`` signed steps of size ``step``,
+    projection.
 
     With ``restarts > 1`` each example keeps its worst case: a misclassifying restart wins, and among equals the one
-    with the higher loss. ``early_stop``: see :func:`_iterate` (evaluation only).
+    with the higher loss. ``early_stop``: see :func:`_iterate` (evaluation only). ``alpha=`` is the deprecated name
+    of ``step`` (in this package ``alpha`` is R-FGSM's random step, never a step size).
     """
+    if alpha is not None:
+        warnings.warn("pgd(..., alpha=) is deprecated: the PGD step size is called `step`", DeprecationWarning,
+                      stacklevel=2)
+        if step is not None:
+            raise GmregError("pgd: pass the step size once, as `step` (`alpha` is its deprecated name)")
+        step = alpha
     check_eps(eps)
-    check_eps(alpha, "alpha (step size)")
+    if step is None:
+        raise GmregError("pgd needs a step size `step` (pixels), e.g. 0.01 at eps 0.3")
+    check_eps(step, "step (PGD step size)")
     for name, v in (("steps", steps), ("restarts", restarts)):
         if not (isinstance(v, int) and v >= 1):
             raise GmregError(f"{name} must be an integer >= 1, got {v!r}")
@@ -137,7 +183,7 @@ def pgd(model, x, y, eps: float, alpha: float, steps: int, *, random_start: bool
             dev = generator.device if generator is not None else x.device
             noise = torch.rand(x.shape, generator=generator, device=dev).to(x.device)
             x_adv = (x + eps * (2 * noise - 1)).clamp(0, 1)
-        x_adv = _iterate(model, x, y, x_adv, eps, alpha, steps, early_stop)
+        x_adv = _iterate(model, x, y, x_adv, eps, step, steps, early_stop)
         if restarts == 1:
             return x_adv
         with torch.no_grad():
@@ -192,9 +238,10 @@ def apgd(model, x, y, eps: float, steps: int = 100, *, loss: str = "ce", target:
     """Auto-PGD, L-infinity (Croce & Hein 2020, Algorithm 1): step size 2*eps halved at the checkpoints of
     :func:`apgd_checkpoints` when fewer than ``rho`` of the steps since the last one raised the loss, or when the best
     loss did not move and the step was not halved last time (then the attack restarts from its best point); each
-    update mixes the new signed step (weight ``step_weight``) with the previous displacement (``1 - step_weight``). ``loss``: ``"ce"``, ``"dlr"`` or ``"dlr-t"`` (targeted,
-    needs ``target``). Returns, per example, the first misclassified iterate found, else the highest-loss one.
-    Examples stop being attacked once misclassified (evaluation, not training)."""
+    update mixes the new signed step (weight ``step_weight``) with the previous displacement
+    (``1 - step_weight``). ``loss``: ``"ce"``, ``"dlr"`` or ``"dlr-t"`` (targeted, needs ``target``). Returns, per
+    example, the first misclassified iterate found, else the highest-loss one. Examples stop being attacked once
+    misclassified (evaluation, not training)."""
     check_eps(eps)
     if not (isinstance(steps, int) and steps >= 1):
         raise GmregError(f"steps must be an integer >= 1, got {steps!r}")
@@ -268,3 +315,61 @@ def apgd_t(model, x, y, eps: float, steps: int = 100, *, targets: int = 9,
         out[idx] = xa
         broken[idx[mis]] = True
     return out
+
+
+# --- Square (Andriushchenko et al., ECCV 2020): gradient-free, the score-based attack of AutoAttack ----------------
+def square_p(p_init: float, it: int, queries: int) -> float:
+    """Square's schedule of the fraction of pixels changed per query: ``p_init``, halved at 10, 50, 200, 500,
+    1000, 2000, 4000, 6000 and 8000 ten-thousandths of the query budget."""
+    t = int(it / queries * 10_000)
+    for k, bound in enumerate((10, 50, 200, 500, 1000, 2000, 4000, 6000, 8000)):
+        if t <= bound:
+            return p_init / 2 ** k
+    return p_init / 512
+
+
+def margin(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """Per example ``z_y - max_{j != y} z_j``: negative exactly when the example is misclassified."""
+    z = logits.float()
+    return z.gather(1, y[:, None])[:, 0] - z.scatter(1, y[:, None], float("-inf")).amax(1)
+
+
+def square(model, x, y, eps: float, queries: int = 5000, *, p_init: float = 0.8,
+           generator: Optional[torch.Generator] = None) -> torch.Tensor:
+    """Square attack, L-infinity (Andriushchenko et al. 2020), as AutoAttack runs it: start from random vertical
+    stripes of +-eps, then per query add a random +-2 eps square (side from :func:`square_p`, one position and one
+    sign per channel for the whole batch), project onto the eps-ball and [0, 1], and keep it for the examples whose
+    margin (:func:`margin`) it lowered. Only the model's outputs are used, never a gradient, so gradient masking
+    cannot hide from it. Examples stop being attacked once misclassified."""
+    check_eps(eps)
+    if not (isinstance(queries, int) and queries >= 1):
+        raise GmregError(f"queries must be an integer >= 1, got {queries!r}")
+    y = _labels(model, x, y)
+    x = x.detach()
+    n, c, h, w = x.shape
+    dev = generator.device if generator is not None else x.device
+
+    def signs(*shape):
+        return (2 * torch.randint(0, 2, shape, generator=generator, device=dev) - 1).to(x.device, x.dtype)
+
+    def scores(xa, ya):
+        with torch.no_grad():
+            return margin(model(xa), ya)
+
+    best = (x + eps * signs(n, c, 1, w)).clamp(0, 1)
+    best_margin = scores(best, y)
+    for it in range(queries):
+        idx = (best_margin > 0).nonzero()[:, 0]
+        if idx.numel() == 0:
+            break
+        s = max(int(round(math.sqrt(square_p(p_init, it, queries) * h * w))), 1)
+        s = min(s, h, w)
+        vh = int(torch.randint(0, h - s + 1, (1,), generator=generator, device=dev))
+        vw = int(torch.randint(0, w - s + 1, (1,), generator=generator, device=dev))
+        step = torch.zeros(c, h, w, device=x.device, dtype=x.dtype)
+        step[:, vh:vh + s, vw:vw + s] = 2 * eps * signs(c, 1, 1)
+        cand = _project(best[idx] + step, x[idx], eps)
+        m = scores(cand, y[idx])
+        better = m < best_margin[idx]
+        best[idx[better]], best_margin[idx[better]] = cand[better], m[better]
+    return best

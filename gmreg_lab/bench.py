@@ -22,16 +22,18 @@ import torch.nn.functional as F
 from .config import TrainConfig
 from .errors import GmregError
 from .models import build
-from .train import StepContext, _sync, cudnn_autotune, make_model, make_step, resolve_device
+from .runtime import cudnn_autotune, resolve_device, sync
+from .training import StepContext, make_model, make_step
 
-FLOOR = {"normal": 3, "fgsm": 5, "rfgsm": 5, "fgsm_rfgsm": 8, "eat": 5, "pgd": None, "proposed": 10}
 EPOCH_IMAGES = {"mnist": 50_000, "cifar10": 40_000}
 
 
-def _reference_proposed_step(model, opt, x, y, eps, alpha, lam):
-    """A plain implementation: eager fp32, contiguous NCHW, one fused input-gradient pass, one training pass."""
+def _reference_proposed_step(model, opt, x, y, eps, alpha, lam, generator=None):
+    """A plain implementation: eager fp32, contiguous NCHW, one fused input-gradient pass, one training pass.
+    ``generator``: the R-FGSM noise's (default: the global RNG)."""
     model.eval()
-    x1 = (x + alpha * torch.randn_like(x).sign()).clamp(0, 1)
+    noise = torch.randn(x.shape, generator=generator, device=x.device if generator is None else generator.device)
+    x1 = (x + alpha * noise.to(x.device).sign()).clamp(0, 1)
     xx = torch.cat([x, x1]).requires_grad_(True)
     loss = F.cross_entropy(model(xx), torch.cat([y, y]))
     (g,) = torch.autograd.grad(loss, xx)
@@ -51,7 +53,8 @@ def _kit_step(cfg: TrainConfig, dev, graph: bool = False, compiled: bool = False
     """The training loop's iteration for ``cfg.method``: eager, or as the loop runs it with CUDA graphs and/or a
     compiled model."""
     model, opt = make_model(cfg, dev)
-    sources = [build(cfg.model, cfg.dataset).to(dev).eval().requires_grad_(False)] if cfg.method == "eat" else []
+    sources = ([build(cfg.model, cfg.dataset, cfg.normalize).to(dev).eval().requires_grad_(False)]
+               if cfg.method == "eat" else [])
     ctx = StepContext(model, cfg, torch.Generator(device=dev).manual_seed(0), sources)
     return make_step(ctx, opt, dev, graphs=graph, compiled=compiled)
 
@@ -112,8 +115,8 @@ def _bench(dataset, model, batch_size, batches, rounds, methods, dev, precision,
         try:
             for _ in range(2):
                 steps[k](x, y)
-            _sync(dev)
-        except Exception as e:  # noqa: BLE001 -- a variant that cannot run here (no compiler, ...) is reported
+            sync(dev)
+        except Exception as e:  # a variant that cannot run here (no compiler, ...) is reported
             if k in methods or k == "reference_proposed":
                 raise
             errors[k] = f"{type(e).__name__}: {e}"[:500]
@@ -126,30 +129,36 @@ def _bench(dataset, model, batch_size, batches, rounds, methods, dev, precision,
         order = names[r % len(names):] + names[:r % len(names)]
         for k in order:
             for _ in range(batches):
-                _sync(dev)
+                sync(dev)
                 t0 = time.perf_counter()
                 steps[k](x, y)
-                _sync(dev)
+                sync(dev)
                 times[k].append(time.perf_counter() - t0)
             bar.update(1)
     bar.close()
     per_batch = {k: statistics.median(v) for k, v in times.items()}
-    epoch = {k: v * EPOCH_IMAGES[dataset] / batch_size for k, v in per_batch.items()}
     out = {"dataset": dataset, "model": base.model, "batch_size": batch_size, "precision": precision,
-           "device": str(dev), "seconds_per_batch": per_batch, "seconds_per_epoch": epoch,
-           "warmup_seconds": warmup, "failed_variants": errors}
+           "device": str(dev), "warmup_seconds": warmup, "failed_variants": errors}
+    return {**out, **summarise(per_batch, dataset, batch_size, base.pgd_steps)}
 
-    def base_of(k, m):   # a variant is compared with the same variant of the other method ("+graph", ...)
+
+def summarise(per_batch: dict, dataset: str, batch_size: int, pgd_steps: int) -> dict:
+    """Epoch times and ratios from the median seconds per batch of each timed variant.
+
+    A variant is compared with the same variant of normal training / PGD-AT (``proposed+graph`` with
+    ``normal+graph``); ``speedups`` divide the plain reference's time by each proposed variant's."""
+    out = {"seconds_per_batch": per_batch,
+           "seconds_per_epoch": {k: v * EPOCH_IMAGES[dataset] / batch_size for k, v in per_batch.items()}}
+
+    def base_of(k, m):
         return m + k[k.index("+"):] if "+" in k and not k.startswith("reference") else m
     for m, key in (("normal", "ratio_to_normal"), ("pgd", "ratio_to_pgd")):
         if m in per_batch:
             out[key] = {k: v / per_batch[base_of(k, m)] for k, v in per_batch.items() if base_of(k, m) in per_batch}
-    if reference and "proposed" in per_batch:
+    if "reference_proposed" in per_batch:
         ref = per_batch["reference_proposed"]
-        out["speedup_over_reference"] = ref / per_batch["proposed"]
         out["speedups"] = {k: ref / v for k, v in per_batch.items() if k.split("+")[0] == "proposed"}
-    pgd_floor = 2 * base.pgd_steps + 3
-    out["floor"] = {"proposed/normal": 10 / 3, "proposed/pgd": 10 / pgd_floor}
+    out["floor"] = {"proposed/normal": 10 / 3, "proposed/pgd": 10 / (2 * pgd_steps + 3)}
     return out
 
 
@@ -170,7 +179,7 @@ def bench_eval(limit: int = 1000, steps: int = 100, device="auto", model=None) -
         t0 = time.perf_counter()
         acc = attack_stats(model, Attack("pgd", steps, 0.01), x, y, 0.3, precision=precision,
                            early_stop=early)["acc"]
-        _sync(dev)
+        sync(dev)
         dt = time.perf_counter() - t0
         out[precision + (" early-stop" if early else "")] = {"seconds": dt, "seconds_10k": dt * 10_000 / limit,
                                                              "acc": acc}

@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import sys
 from pathlib import Path
 
@@ -42,28 +43,48 @@ def build_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="gmreg-lab", description=__doc__.splitlines()[0], epilog=EPILOG,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = ap.add_subparsers(dest="command", required=True)
+    for add in (_train_parser, _evaluation_parsers, _reproduce_parser, _bench_parser, _audit_parser):
+        add(sub)
+    return ap
 
-    t = sub.add_parser("train", help="train a model with one of the paper's methods")
+
+# train options that set a TrainConfig field of the same name (None: the config's default for the dataset)
+TRAIN_FIELDS = (  # (flag, type, help)
+    ("--dataset", str, "mnist (default) or cifar10"),
+    ("--model", str, "lenet_plus, a, b, c, d (MNIST); resnet18/34, vgg11/16/19 (CIFAR-10)"),
+    ("--method", str, "normal, fgsm, rfgsm, fgsm_rfgsm, eat, pgd, proposed (default), fgsm_rs, nfgsm, gradalign"),
+    ("--eps", float, "training epsilon in pixels (0.3 MNIST, 8/255 CIFAR-10)"),
+    ("--alpha", float, "R-FGSM noise size in pixels (0.01 MNIST, 2/255 CIFAR-10)"),
+    ("--lam", float, "lambda of Eq. 8 (default 5; 0 is the paper's ablation)"),
+    ("--epochs", int, "passes over the training set (20 MNIST, 100 CIFAR-10)"),
+    ("--batch-size", int, "clean images per minibatch (32 MNIST, 64 CIFAR-10)"),
+    ("--lr", float, "initial SGD learning rate (0.01 MNIST, 0.1 CIFAR-10)"),
+    ("--pgd-steps", int, "PGD-AT inner steps (40 MNIST, 7 CIFAR-10)"),
+    ("--pgd-step-size", float, "PGD-AT step in pixels (0.01 MNIST, 2/255 CIFAR-10)"),
+    ("--rs-step", float, "FGSM-RS step in units of eps (default 1.25)"),
+    ("--nfgsm-k", float, "N-FGSM noise magnitude in units of eps (default 2)"),
+    ("--align-lam", float, "GradAlign's lambda (default: 1 on MNIST, 0.2 on CIFAR-10)"),
+    ("--limit", int, "train on the first N training images only"),
+    ("--val-size", int, "images held out of the training set for validation (default 10000)"),
+    ("--log-every", int, "iterations between history rows and probes (default 500)"),
+    ("--precision", str, "bf16 (default) or fp32"),
+    ("--seed", int, "seeds init, data order and attack noise (default 0)"),
+)
+
+
+def _train_parser(sub) -> None:
+    t = sub.add_parser("train", help="train a model with one of the paper's methods (or a later single-step one)")
     t.add_argument("--out", required=True, help="run directory to write")
-    t.add_argument("--dataset", default="mnist")
-    t.add_argument("--model", default=None, help="lenet_plus, a, b, c, d (MNIST); resnet18/34, vgg11/16/19 (CIFAR)")
-    t.add_argument("--method", default="proposed", help="normal, fgsm, rfgsm, fgsm_rfgsm, eat, pgd, proposed")
-    t.add_argument("--eps", type=float, default=None, help="training epsilon in pixels (0.3 MNIST, 8/255 CIFAR)")
-    t.add_argument("--alpha", type=float, default=None, help="R-FGSM noise size (0.01 MNIST, 2/255 CIFAR)")
-    t.add_argument("--lam", type=float, default=5.0, help="lambda of Eq. 8 (default 5)")
-    t.add_argument("--epochs", type=int, default=None)
-    t.add_argument("--batch-size", type=int, default=None)
-    t.add_argument("--lr", type=float, default=None)
-    t.add_argument("--pgd-steps", type=int, default=None)
-    t.add_argument("--pgd-step-size", type=float, default=None)
+    for flag, typ, help_ in TRAIN_FIELDS:
+        t.add_argument(flag, type=typ, default=None, help=help_)
     t.add_argument("--eat-sources", default="", help="comma-separated run directories of static models (EAT)")
-    t.add_argument("--limit", type=int, default=None, help="train on the first N training images only")
-    t.add_argument("--val-size", type=int, default=None)
-    t.add_argument("--log-every", type=int, default=50)
-    t.add_argument("--precision", default="bf16", help="bf16 (default) or fp32")
+    t.add_argument("--input", choices=("raw", "normalized"), default=None,
+                   help="raw [0, 1] pixels into the network, or a fixed mean/std layer inside the model first "
+                        "(default: the config's); eps is in pixel units either way")
     t.add_argument("--compile", choices=("auto", "on", "off"), default="auto",
                    help="torch.compile the model for the training steps (auto: on a GPU for CIFAR-10)")
-    t.add_argument("--seed", type=int, default=0)
+    t.add_argument("--graphs", choices=("on", "off"), default="on",
+                   help="on a GPU, replay each training step as one CUDA graph (default on)")
     t.add_argument("--data-dir", default=None)
     t.add_argument("--download", action="store_true", help="download CIFAR-10 if missing (needs internet)")
     t.add_argument("--resume", action="store_true", help="continue the run in --out (or reuse it when complete)")
@@ -71,6 +92,8 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--no-progress", action="store_true")
     _common(t, data=False)
 
+
+def _evaluation_parsers(sub) -> None:
     e = sub.add_parser("evaluate", help="white-box accuracy of a run under a list of attacks")
     e.add_argument("run", help="run directory (or checkpoint file)")
     e.add_argument("--attacks", default="clean,fgsm,ifgsm:40,pgd:40,pgd:100")
@@ -91,6 +114,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--save", default=None, help="also write the result as JSON to this file")
     _common(s)
 
+
+def _reproduce_parser(sub) -> None:
     r = sub.add_parser("reproduce", help="train and evaluate every method of the paper's tables (cached, resumable)")
     r.add_argument("--dataset", default="mnist")
     r.add_argument("--scale", default="quick", help="smoke (seconds), quick (tens of minutes on a CPU), paper")
@@ -98,10 +123,37 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--methods", default=None, help="comma-separated subset of runs (default: all)")
     r.add_argument("--data-dir", default=None)
     r.add_argument("--download", action="store_true", help="download CIFAR-10 first if missing (needs internet)")
+    r.add_argument("--suite", choices=("paper", "peers"), default="paper",
+                   help="paper: the paper's Tables 3-7 (default); peers: the proposed method beside FGSM-RS, N-FGSM, "
+                        "GradAlign, FGSM-AT and PGD-AT at several eps")
+    r.add_argument("--jobs", type=int, default=None,
+                   help="training runs in parallel processes (default: one per CPU core, one on a GPU)")
+    r.add_argument("--shard", default=None,
+                   help="I/N: train only this share of the runs (a scheduler array job), no tables; e.g. "
+                        "--shard $SLURM_ARRAY_TASK_ID/8, then one final call without --shard")
     r.add_argument("--no-figures", action="store_true")
     r.add_argument("--no-progress", action="store_true")
     r.add_argument("--device", default="auto")
 
+
+def _audit_parser(sub) -> None:
+    a = sub.add_parser("audit", help="is this model masking its gradients? checklist, white-box table, verdict")
+    a.add_argument("model", help="TorchScript / torch.export file, package.module:factory, or a gmreg-lab run")
+    a.add_argument("--weights", default=None, help="state-dict file for a package.module:factory model")
+    a.add_argument("--dataset", default="mnist", help="mnist (default) or cifar10: its test images")
+    a.add_argument("--data", default=None, help="a .pt file holding (images in [0, 1], labels) instead")
+    a.add_argument("--eps", type=float, default=None, help="L-inf radius (default 0.3 MNIST, 8/255 CIFAR-10)")
+    a.add_argument("--limit", type=int, default=500, help="first N images (default 500)")
+    a.add_argument("--steps", type=int, default=40, help="PGD steps (step 2.5 eps / steps)")
+    a.add_argument("--square-queries", type=int, default=1000, help="Square's query budget")
+    a.add_argument("--source", default=None, help="another model (same forms) for the black-box check")
+    a.add_argument("--out", default=None, help="folder for audit.md / audit.json / audit.html (default: print)")
+    a.add_argument("--data-dir", default=None)
+    a.add_argument("--device", default="auto")
+    a.add_argument("--json", action="store_true")
+
+
+def _bench_parser(sub) -> None:
     b = sub.add_parser("bench", help="time every training method side by side (ratios, floors, reference)")
     b.add_argument("--dataset", default="mnist")
     b.add_argument("--model", default=None)
@@ -118,11 +170,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="also time each step with the model torch.compile'd (compiles in the warm-up)")
     b.add_argument("--json", action="store_true")
     b.add_argument("--device", default="auto")
-    return ap
 
 
 def _device(name):
-    from .train import resolve_device
+    from .runtime import resolve_device
     return resolve_device(name)
 
 
@@ -133,14 +184,13 @@ def _test_set(args, dataset, device):
 
 def cmd_train(args) -> int:
     from .config import TrainConfig
-    from .train import compile_pays, train
+    from .training import compile_pays, train
 
-    cfg = TrainConfig(
-        dataset=args.dataset, model=args.model, method=args.method, eps=args.eps, alpha=args.alpha, lam=args.lam,
-        epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, pgd_steps=args.pgd_steps,
-        pgd_step_size=args.pgd_step_size, eat_sources=tuple(s for s in args.eat_sources.split(",") if s),
-        limit=args.limit, val_size=args.val_size, log_every=args.log_every, precision=args.precision,
-        seed=args.seed)
+    fields = {flag[2:].replace("-", "_"): getattr(args, flag[2:].replace("-", "_")) for flag, _, _ in TRAIN_FIELDS}
+    cfg = TrainConfig(**{k: v for k, v in fields.items() if v is not None},
+                      eat_sources=tuple(s for s in args.eat_sources.split(",") if s),
+                      cuda_graphs=args.graphs == "on",
+                      **({} if args.input is None else {"normalize": args.input == "normalized"}))
     dev = _device(args.device)
     cfg = cfg.replace(compile_model=args.compile == "on" or (args.compile == "auto" and compile_pays(cfg, dev)))
     if args.download and cfg.dataset == "cifar10":
@@ -150,6 +200,8 @@ def cmd_train(args) -> int:
     result = train(cfg, args.out, device=dev, data_dir=args.data_dir, resume=args.resume,
                    overwrite=args.overwrite, progress=not args.no_progress)
     m = result.metrics
+    if os.environ.get("RANK", "0") != "0":
+        return 0                 # data-parallel: rank 0 reports for all
     if args.json:
         print(json.dumps(m, indent=2, default=str))
     else:
@@ -239,17 +291,30 @@ def cmd_sweep(args) -> int:
 
 
 def cmd_reproduce(args) -> int:
-    from .reproduce import reproduce
-
-    out = args.out or f"results/{args.dataset}-{args.scale}"
+    if args.jobs is not None and args.jobs < 1:
+        raise GmregError(f"--jobs must be >= 1, got {args.jobs}")
     if args.download and args.dataset == "cifar10":
         from . import data
         data.load_cifar10("train", args.data_dir, download=True)
         data.load_cifar10("test", args.data_dir, download=True)
-    reproduce(args.dataset, args.scale, out, methods=args.methods, device=_device(args.device),
-              data_dir=args.data_dir, progress=not args.no_progress, figures=not args.no_figures)
-    print(Path(out, "TABLES.md").read_text())
-    print(f"results written to {out}")
+    kw = dict(methods=args.methods, device=_device(args.device), data_dir=args.data_dir,
+              progress=not args.no_progress, figures=not args.no_figures, jobs=args.jobs, shard=args.shard)
+    if args.suite == "peers":
+        from .suite import peers
+        out = args.out or f"results/{args.dataset}-peers-{args.scale}"
+        s = peers(args.scale, out, dataset=args.dataset, **kw)
+        report = Path(out, "SUITE.md")
+    else:
+        from .reproduce import reproduce
+        out = args.out or f"results/{args.dataset}-{args.scale}"
+        s = reproduce(args.dataset, args.scale, out, **kw)
+        report = Path(out, "TABLES.md")
+    if args.shard is not None:
+        print(f"shard {args.shard}: {len(s['runs'])} run(s) trained or found complete in {out}/runs; "
+              f"run the same command without --shard to write the tables")
+    else:
+        print(report.read_text())
+        print(f"results written to {out}")
     return 0
 
 
@@ -273,7 +338,34 @@ def cmd_bench(args) -> int:
     return 0
 
 
-COMMANDS = {"bench": cmd_bench, "train": cmd_train, "evaluate": cmd_evaluate, "transfer": cmd_transfer,
+def cmd_audit(args) -> int:
+    from .audit import DEFAULT_EPS, audit, load_any_model, load_data
+    from .report_tables import render_audit
+    from .runs import write_json
+
+    dev = _device(args.device)
+    model = load_any_model(args.model, weights=args.weights, device=dev)
+    source = load_any_model(args.source, device=dev) if args.source else None
+    x, y = load_data(args.dataset, data_file=args.data, limit=args.limit, data_dir=args.data_dir)
+    eps = args.eps if args.eps is not None else DEFAULT_EPS.get(args.dataset, 0.3)
+    result = audit(model, x, y, eps, steps=args.steps, square_queries=args.square_queries, source=source)
+    text = render_audit(result, args.model)
+    if args.out:
+        out = Path(args.out)
+        write_json(out / "audit.json", {"model": args.model, "command": " ".join(sys.argv), **result})
+        from .runs import atomic_write_text
+        atomic_write_text(out / "audit.md", text)
+        try:
+            from .report_figures import write_audit_html
+            write_audit_html(result, args.model, out / "audit.html")
+        except ImportError:
+            pass
+    print(json.dumps(result, indent=2, default=str) if args.json else text)
+    return 0 if not result["checklist"]["failed"] else 1
+
+
+COMMANDS = {"audit": cmd_audit, "bench": cmd_bench, "train": cmd_train, "evaluate": cmd_evaluate,
+            "transfer": cmd_transfer,
             "sweep": cmd_sweep, "reproduce": cmd_reproduce}
 
 
@@ -284,7 +376,14 @@ def main(argv=None) -> int:
         return _fail(f"--limit must be >= 1, got {args.limit}")
     if getattr(args, "batch_size", None) is not None and args.batch_size < 1:
         return _fail(f"--batch-size must be >= 1, got {args.batch_size}")
+    distributed = "LOCAL_RANK" in os.environ and "WORLD_SIZE" in os.environ   # started by torchrun
+    if distributed and args.command != "train":
+        return _fail(f"only `train` runs under torchrun (WORLD_SIZE={os.environ['WORLD_SIZE']}); "
+                     f"run `{args.command}` as one process")
     try:
+        if distributed:
+            from .runtime import init_distributed
+            args.device = str(init_distributed(args.device))
         return COMMANDS[args.command](args)
     except GmregError as e:
         return _fail(str(e))
@@ -292,8 +391,15 @@ def main(argv=None) -> int:
         out = getattr(args, "out", None)
         return _fail("interrupted" + (f"; finished epochs are saved in {out}: continue with --resume"
                                       if out else ""), code=130)
+    finally:
+        if distributed:
+            import torch.distributed as dist
+            if dist.is_initialized():
+                dist.destroy_process_group()
 
 
 def _fail(msg: str, code: int = 2) -> int:
-    print(f"gmreg-lab: error: {msg}", file=sys.stderr)
+    """One line on stderr (from rank 0 only when torchrun runs several processes) and the exit status."""
+    if os.environ.get("RANK", "0") == "0":
+        print(f"gmreg-lab: error: {msg}", file=sys.stderr)
     return code

@@ -92,17 +92,23 @@ def to_float(images: torch.Tensor) -> torch.Tensor:
 
 def augment_crop_flip(x: torch.Tensor, pad: int = 4, *, generator: Optional[torch.Generator] = None) -> torch.Tensor:
     """Random crop with ``pad``-pixel zero padding and random horizontal flip, per image, on ``x``'s device."""
-    n, c, h, w = x.shape
-    padded = torch.nn.functional.pad(x, (pad, pad, pad, pad))
+    n = x.shape[0]
     dx = torch.randint(0, 2 * pad + 1, (n,), generator=generator).to(x.device)
     dy = torch.randint(0, 2 * pad + 1, (n,), generator=generator).to(x.device)
     flip = (torch.rand(n, generator=generator) < 0.5).to(x.device)
+    return crop_flip(x, dx, dy, flip, pad)
+
+
+def crop_flip(x: torch.Tensor, dx: torch.Tensor, dy: torch.Tensor, flip: torch.Tensor, pad: int = 4) -> torch.Tensor:
+    """Image i of ``x`` zero-padded by ``pad``, cropped back to its size at column ``dx[i]`` and row ``dy[i]`` of
+    the padded image, then mirrored left-right where ``flip[i]``; all images at once, with two gathers."""
+    n, c, h, w = x.shape
+    padded = torch.nn.functional.pad(x, (pad, pad, pad, pad))
     rows = (dy[:, None] + torch.arange(h, device=x.device)[None, :])            # n, h
     cols = torch.arange(w, device=x.device)[None, :].expand(n, w)
     cols = torch.where(flip[:, None], w - 1 - cols, cols) + dx[:, None]       # n, w
     out = padded.gather(2, rows[:, None, :, None].expand(n, c, h, padded.shape[3]))   # crop rows
-    out = out.gather(3, cols[:, None, None, :].expand(n, c, h, w))                     # crop + flip columns
-    return out
+    return out.gather(3, cols[:, None, None, :].expand(n, c, h, w))                   # crop + flip columns
 
 
 # --- MNIST ----------------------------------------------------------------------------------------------------------

@@ -10,24 +10,26 @@ Attack specs are short strings: ``clean``, ``fgsm``, ``rfgsm[:alpha]``, ``ifgsm:
 ``pgd:STEPS[:STEP_SIZE[:RESTARTS]]`` (PGD step size defaults to 0.01 on MNIST, 2/255 on CIFAR-10), and the
 step-size-free attacks of AutoAttack: ``apgd-ce:STEPS``, ``apgd-t:STEPS[:TARGETS]`` (targeted DLR against the
 TARGETS likeliest wrong classes, default 9) and ``apgd:STEPS[:TARGETS]`` (APGD-CE, then APGD-T on the survivors:
-the per-example worst case of both, AutoAttack's gradient part).
+the per-example worst case of both, AutoAttack's gradient part), and the gradient-free ``square:QUERIES``
+(AutoAttack's score-based attack). :func:`ensemble` / :func:`worst_case` run several attacks the way AutoAttack
+does: each on what the earlier ones left, reporting which attack broke which examples.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Iterable, Optional, Sequence
+from typing import Callable, Optional, Sequence
 
 import torch
 import torch.nn.functional as F
 
-from .attacks import apgd, apgd_t, fgsm, ifgsm, pgd, rfgsm
+from .attacks import apgd, apgd_t, fgsm, ifgsm, pgd, rfgsm, square
 from .config import DATASET_DEFAULTS, check_eps
 from .errors import GmregError
 from .models import to_model_device
-from .train import autocast
+from .runtime import autocast
 
-ATTACK_NAMES = ("clean", "fgsm", "rfgsm", "ifgsm", "pgd", "apgd-ce", "apgd-t", "apgd")
+ATTACK_NAMES = ("clean", "fgsm", "rfgsm", "ifgsm", "pgd", "apgd-ce", "apgd-t", "apgd", "square")
 APGD_NAMES = ("apgd-ce", "apgd-t", "apgd")
 
 
@@ -35,9 +37,10 @@ APGD_NAMES = ("apgd-ce", "apgd-t", "apgd")
 class Attack:
     name: str
     steps: int = 1
-    step_size: Optional[float] = None   # PGD step (pixels); R-FGSM: alpha
+    step: Optional[float] = None        # PGD step size (pixels)
     restarts: int = 1
     targets: int = 9                    # APGD-T: likeliest wrong classes attacked
+    alpha: Optional[float] = None       # R-FGSM: size of the random first step (pixels)
 
     @property
     def label(self) -> str:
@@ -47,11 +50,13 @@ class Attack:
             return f"{self.name}-{self.steps}" + (f"x{self.targets}" if self.targets != 9 else "")
         if self.name in ("ifgsm", "pgd"):
             return f"{self.name}-{self.steps}" + (f"x{self.restarts}" if self.restarts > 1 else "")
+        if self.name == "square":
+            return f"square-{self.steps}"
         return self.name
 
     @property
     def iterative(self) -> bool:
-        return self.name in ("ifgsm", "pgd") + APGD_NAMES
+        return self.name in ("ifgsm", "pgd", "square") + APGD_NAMES
 
     def run(self, model, x, y, eps: float, generator=None, early_stop: bool = False):
         if self.name == "clean" or eps == 0:
@@ -59,16 +64,18 @@ class Attack:
         if self.name == "fgsm":
             return fgsm(model, x, y, eps)
         if self.name == "rfgsm":
-            return rfgsm(model, x, y, eps, min(self.step_size, eps), generator=generator)
+            return rfgsm(model, x, y, eps, min(self.alpha, eps), generator=generator)
         if self.name == "apgd-ce":
             return apgd(model, x, y, eps, self.steps, generator=generator)
         if self.name == "apgd-t":
             return apgd_t(model, x, y, eps, self.steps, targets=self.targets, generator=generator)
         if self.name == "apgd":
             return _apgd_worst(model, x, y, eps, self.steps, self.targets, generator)
+        if self.name == "square":
+            return square(model, x, y, eps, self.steps, generator=generator)
         if self.name == "ifgsm":
             return ifgsm(model, x, y, eps, self.steps, early_stop=early_stop)
-        return pgd(model, x, y, eps, self.step_size, self.steps, restarts=self.restarts, generator=generator,
+        return pgd(model, x, y, eps, self.step, self.steps, restarts=self.restarts, generator=generator,
                    early_stop=early_stop)
 
 
@@ -97,12 +104,16 @@ def parse_attack(spec: str, dataset: str = "mnist") -> Attack:
             if args:
                 raise ValueError
             return Attack(name)
+        if name == "square":
+            if len(args) != 1 or int(args[0]) < 1:
+                raise ValueError
+            return Attack(name, int(args[0]))
         if name == "rfgsm":
             if len(args) > 1:
                 raise ValueError
             alpha = float(args[0]) if args else defaults["alpha"]
             check_eps(alpha, "R-FGSM alpha")
-            return Attack(name, 1, alpha)
+            return Attack(name, alpha=alpha)
         if name in APGD_NAMES:
             if len(args) == 0 or len(args) > (1 if name == "apgd-ce" else 2):
                 raise ValueError
@@ -116,11 +127,11 @@ def parse_attack(spec: str, dataset: str = "mnist") -> Attack:
     except ValueError:
         raise GmregError(f"cannot parse attack {spec!r}; forms: clean, fgsm, rfgsm[:alpha], ifgsm:STEPS, "
                          f"pgd:STEPS[:STEP_SIZE[:RESTARTS]], apgd-ce:STEPS, apgd-t:STEPS[:TARGETS], "
-                         f"apgd:STEPS[:TARGETS]") from None
+                         f"apgd:STEPS[:TARGETS], square:QUERIES") from None
     if name in APGD_NAMES:
         if steps < 1 or not 1 <= targets <= 9:
             raise GmregError(f"attack {spec!r}: steps must be >= 1 and targets in [1, 9]")
-        return Attack(name, steps, None, 1, targets)
+        return Attack(name, steps, targets=targets)
     if steps < 1 or restarts < 1:
         raise GmregError(f"attack {spec!r}: steps and restarts must be >= 1")
     check_eps(step, "PGD step size")
@@ -136,9 +147,23 @@ def parse_attacks(specs, dataset: str = "mnist") -> list[Attack]:
     return attacks
 
 
-def _batches(x, y, batch_size):
+def outcomes(model, attack: Callable, x, y, *, batch_size: int = 1000):
+    """The one batched attack-and-count loop of the kit: ``attack(xb, yb) -> adversarial xb`` on batches of
+    ``batch_size``, then ``model`` on the adversaries. Returns ``(correct, loss)``, per example and on the device
+    (no host synchronisation): whether ``model`` still classifies it correctly, and its cross-entropy.
+
+    ``attack`` is any callable (a kit attack, another library's, or ``lambda xb, yb: xb`` for clean accuracy);
+    the caller chooses the model's mode and the precision."""
+    correct = torch.zeros(len(y), dtype=torch.bool, device=y.device)
+    loss = torch.zeros(len(y), device=y.device)
     for i in range(0, len(y), batch_size):
-        yield x[i:i + batch_size], y[i:i + batch_size]
+        xb, yb = x[i:i + batch_size], y[i:i + batch_size]
+        xa = attack(xb, yb)
+        with torch.no_grad():
+            logits = model(xa).float()
+            correct[i:i + batch_size] = logits.argmax(1) == yb
+            loss[i:i + batch_size] = F.cross_entropy(logits, yb, reduction="none")
+    return correct, loss
 
 
 def attack_stats(model, attack: Attack, x, y, eps: float, *, source=None, batch_size: int = 1000,
@@ -155,19 +180,52 @@ def attack_stats(model, attack: Attack, x, y, eps: float, *, source=None, batch_
     model.eval()
     source.eval()
     gen = torch.Generator(device=x.device).manual_seed(seed)
-    correct = torch.zeros((), device=x.device)
-    loss = torch.zeros((), device=x.device)
     with autocast(x.device, precision):
-        for xb, yb in _batches(x, y, batch_size):
-            xa = attack.run(source, xb, yb, eps, generator=gen, early_stop=early_stop)
-            with torch.inference_mode():
-                logits = model(xa).float()
-                correct += (logits.argmax(1) == yb).sum()
-                loss += F.cross_entropy(logits, yb, reduction="sum")
+        correct, loss = outcomes(
+            model, lambda xb, yb: attack.run(source, xb, yb, eps, generator=gen, early_stop=early_stop), x, y,
+            batch_size=batch_size)
     n = len(y)
-    return {"acc": float(correct) * 100 / n,
-            "loss": None if (early_stop and attack.iterative or attack.name in APGD_NAMES) and eps > 0
-            else float(loss) / n}
+    return {"acc": float(correct.sum()) * 100 / n,
+            "loss": None if (early_stop and attack.iterative or attack.name in APGD_NAMES + ("square",)) and eps > 0
+            else float(loss.sum()) / n}
+
+
+def ensemble(model, x, y, attacks: dict, *, batch_size: int = 1000) -> dict:
+    """Attacks run in order, each only on the examples that every earlier one failed on (AutoAttack's scheme): an
+    example counts as robust only if all of them fail. ``attacks``: ``{label: attack(xb, yb) -> adversarial xb}``
+    (a kit attack, another library's, ...). The caller picks the model's mode and precision.
+
+    Returns ``{"n", "clean" (%), "robust" (%, the ensemble's accuracy), "broke": {label: examples that attack
+    broke first}, "robust_after": {label: % robust after it}, "seconds": {label: s}}``."""
+    import time
+
+    robust, _ = outcomes(model, lambda xb, yb: xb, x, y, batch_size=batch_size)
+    n = len(y)
+    out = {"n": n, "clean": float(robust.sum()) * 100 / n, "broke": {}, "robust_after": {}, "seconds": {}}
+    for label, attack in attacks.items():
+        t0 = time.perf_counter()
+        idx = robust.nonzero()[:, 0]
+        broke = 0
+        if idx.numel():
+            ok, _ = outcomes(model, attack, x[idx], y[idx], batch_size=batch_size)
+            robust[idx[~ok]] = False
+            broke = int((~ok).sum())
+        out["broke"][label], out["robust_after"][label] = broke, float(robust.sum()) * 100 / n
+        out["seconds"][label] = time.perf_counter() - t0
+    out["robust"] = float(robust.sum()) * 100 / n
+    return out
+
+
+def worst_case(model, x, y, attacks, eps: float, *, batch_size: int = 1000, seed: int = 0) -> dict:
+    """:func:`ensemble` of kit attack specs (e.g. ``"pgd:40,apgd-ce:100,apgd-t:100"``) at ``eps``, in fp32: the
+    per-example worst case, and which attack broke what."""
+    check_eps(eps)
+    x, y = to_model_device(model, x, y)
+    model.eval()
+    gen = torch.Generator(device=x.device).manual_seed(seed)
+    named = {a.label: (lambda xb, yb, a=a: a.run(model, xb, yb, eps, generator=gen, early_stop=True))
+             for a in parse_attacks(attacks, getattr(model, "dataset", "mnist"))}
+    return ensemble(model, x, y, named, batch_size=batch_size)
 
 
 def evaluate(model, x, y, attacks, eps: float, *, batch_size: int = 1000, precision: str = "fp32",

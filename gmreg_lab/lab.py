@@ -24,8 +24,8 @@ from typing import Optional
 
 from .config import TrainConfig
 from .errors import GmregError
-from .runs import CHECKPOINT, load_checkpoint
-from .train import TrainResult, train
+from .runs import CHECKPOINT, load_checkpoint, log_rows  # noqa: F401 -- gl.lab.log_rows, as the notebooks use it
+from .training import TrainResult, train
 
 log = logging.getLogger(__name__)
 
@@ -42,6 +42,10 @@ RECIPES: dict[str, dict] = {
     "proposed": dict(method="proposed", lam=5.0, epochs=1, log_every=25),
     "lambda0": dict(method="proposed", lam=0.0, epochs=1, log_every=25),
     "pgd": dict(method="pgd", epochs=1, limit=9_600, log_every=25),      # 300 iterations: PGD-40 is ~10x slower
+    "fgsm_rs": dict(method="fgsm_rs", epochs=1, log_every=25),                  # Wong et al. 2020
+    "nfgsm": dict(method="nfgsm", epochs=1, log_every=25),                      # de Jorge et al. 2022
+    "gradalign": dict(method="gradalign", epochs=1, log_every=25),              # Andriushchenko & Flammarion 2020
+    "eat": dict(method="eat", epochs=1, log_every=50),       # sources: eat_recipe() trains normal_a and normal_b
     "normal_a": dict(method="normal", model="a", epochs=1, limit=12_800, log_every=100),   # black-box sources
     "normal_b": dict(method="normal", model="b", epochs=1, limit=12_800, log_every=100),
 }
@@ -49,17 +53,34 @@ RECIPES: dict[str, dict] = {
 # Smoke mode (tests, CI): a handful of real MNIST images, a couple of iterations, tiny probes.
 SMOKE = dict(epochs=1, batch_size=32, limit=64, val_size=200, probe_size=32, select_size=32, log_every=1,
              probe_pgd_steps=2, precision="fp32")
+# CIFAR-10 (notebook 06): a ResNet-18 for one epoch; on a CPU only CPU_LIMIT training images (a pipeline check)
+CIFAR = dict(model="resnet18", epochs=1, log_every=50)
+CIFAR_CPU_LIMIT = 2_560
+CIFAR_SMOKE = dict(batch_size=16, limit=32, val_size=20, probe_size=8, select_size=8, log_every=1, probe_pgd_steps=1,
+                   precision="fp32")
 
 
 def recipe(name: str, *, smoke: bool = False, dataset: str = "mnist", **changes) -> TrainConfig:
-    """The series' training config ``name`` (see ``RECIPES``); ``smoke=True`` shrinks it to a few iterations."""
+    """The series' training config ``name`` (see ``RECIPES``); ``smoke=True`` shrinks it to a few iterations.
+    ``dataset="cifar10"``: notebook 06's settings (ResNet-18, one epoch; ``CIFAR_CPU_LIMIT`` images without a GPU)."""
     if name not in RECIPES:
         raise GmregError(f"unknown recipe {name!r}; valid: {', '.join(RECIPES)}")
     kw = {"dataset": dataset, **RECIPES[name]}
+    if dataset == "cifar10":
+        import torch
+
+        kw.update(CIFAR, limit=None if torch.cuda.is_available() else CIFAR_CPU_LIMIT)
     if smoke:
-        kw.update(SMOKE)
+        kw.update(SMOKE if dataset == "mnist" else {**SMOKE, **CIFAR_SMOKE})
     kw.update(changes)
     return TrainConfig(**kw)
+
+
+def eat_recipe(*, smoke: bool = False, sources=("normal_a", "normal_b"), **changes) -> TrainConfig:
+    """Ensemble adversarial training as the series runs it: the model being trained plus the static models
+    ``sources`` (recipes, trained and cached here if missing) as the FGSM sources."""
+    dirs = tuple(str(cached_train(recipe(s, smoke=smoke), smoke=smoke).run_dir) for s in sources)
+    return recipe("eat", smoke=smoke, eat_sources=dirs, **changes)
 
 
 _SMOKE_DIR: Optional[Path] = None
@@ -131,12 +152,6 @@ def _missing_snapshots(out: Path, cfg: TrainConfig, wanted: tuple) -> list:
     if not TrainConfig.from_dict(ckpt["config"]).same_run(cfg):
         return []        # another run: never overwritten here, gl.train reports the clash
     return [n for n in wanted if n <= ckpt.get("iteration", 0) and n not in (ckpt.get("snapshots") or {})]
-
-
-def log_rows(history) -> list:
-    """The periodic ``"log"`` rows of a training history (the probe measurements); rows without an ``event`` key
-    count as log rows."""
-    return [r for r in history if r.get("event", "log") == "log"]
 
 
 def seconds_per_epoch(result: TrainResult, images: int = MNIST_TRAIN_IMAGES) -> float:

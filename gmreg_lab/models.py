@@ -32,7 +32,7 @@ class Classifier(nn.Module):
     front of it, ``False`` feeds the raw pixels (as the paper and the authors' code do). Either way epsilon stays in
     pixel units. ``arch``, ``dataset`` and ``normalized`` are kept for checkpoints."""
 
-    def __init__(self, net: nn.Module, dataset: str, arch: str, normalize: bool = True):
+    def __init__(self, net: nn.Module, dataset: str, arch: str, normalize: bool = False):
         super().__init__()
         self.normalize = Normalize(*MEAN_STD[dataset]) if normalize else nn.Identity()
         self.net = net
@@ -144,7 +144,7 @@ def check_model(name: str, dataset: str) -> None:
         raise GmregError(f"unknown model {name!r} for {dataset}{hint}; valid: {', '.join(REGISTRY[dataset])}")
 
 
-def build(name: str, dataset: str = "mnist", normalize: bool = True) -> Classifier:
+def build(name: str, dataset: str = "mnist", normalize: bool = False) -> Classifier:
     """A freshly initialised model ``name`` for ``dataset``, taking [0, 1] pixels (normalised inside when
     ``normalize``)."""
     check_model(name, dataset)

@@ -14,7 +14,7 @@ import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
 from .errors import GmregError
-from .lab import log_rows
+from .runs import log_rows
 
 COLORS = {"clean": "#2b8a3e", "fgsm": "#d9480f", "rfgsm": "#f59f00", "pgd": "#1c7ed6", "ifgsm": "#7048e8",
           "loss": "#212529", "ce": "#868e96", "reg": "#c2255c", "logit_dist": "#c2255c"}
@@ -23,7 +23,7 @@ MNIST_CLASSES = [str(i) for i in range(10)]
 CIFAR10_CLASSES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
 
 # The live training dashboard (widgets.TrainingPanel updates these traces in place, in this order).
-DASHBOARD_PANELS = ("loss (Eq. 8) and its cross-entropy term", "regulariser: mean squared logit distance",
+DASHBOARD_PANELS = ("loss (Eq. 8) and its cross-entropy term", "regulariser (Eq. 8: squared logit distance)",
                     "FGSM / R-FGSM logit distance (L2)", "probe accuracy (%)")
 DASHBOARD_TRACES = (  # (row, col, history key, legend name)
     (1, 1, "loss", "loss"), (1, 1, "ce", "cross-entropy"),
@@ -325,3 +325,36 @@ def checklist_figure(reports: Mapping[str, object], *, title: str = "") -> go.Fi
                              cells=dict(values=cells, fill_color=fills, align="left", height=28),
                              columnwidth=[1.6] + [2.2] * len(models)))
     return _layout(fig, title or "gradient-masking checklist", height=120 + 40 * len(checks))
+
+
+# --- the loss landscape ----------------------------------------------------------------------------------------------
+LANDSCAPE_MARKS = {"x": ("x", "circle", "#212529"), "fgsm": ("x_fgsm", "diamond", COLORS["fgsm"]),
+                   "noise": ("x' = x + α·sign(N(0, I))", "cross", "#868e96"),
+                   "rfgsm": ("x_rfgsm", "square", COLORS["rfgsm"]), "pgd": ("PGD-40", "star", COLORS["pgd"])}
+
+
+def landscape_figure(data: Mapping, *, title: str = "") -> go.Figure:
+    """A :func:`gmreg_lab.landscape.loss_landscape` result: the loss over the slice as a heat map with the points
+    marked (left), and the FGSM and R-FGSM logit vectors as bars with their L2 distance (right). Traces in order:
+    heat map, one marker trace per point, two bar traces (the explorer updates them in place)."""
+    fig = make_subplots(rows=1, cols=2, column_widths=[0.62, 0.38], horizontal_spacing=0.12,
+                        subplot_titles=("loss over the slice of the ε-ball",
+                                        f"logits: FGSM vs R-FGSM (L2 distance {data['logit_distance']:.2f})"))
+    fig.add_trace(go.Heatmap(x=list(data["a"]), y=list(data["b"]), z=data["loss"], colorscale="Viridis",
+                             colorbar=dict(title="loss", x=0.55), name="loss"), row=1, col=1)
+    for key, (name, symbol, color) in LANDSCAPE_MARKS.items():
+        a, b = data["points"][key]
+        fig.add_trace(go.Scatter(x=[a], y=[b], mode="markers", name=name, marker=dict(
+            symbol=symbol, size=13, color=color, line=dict(color="white", width=1.5))), row=1, col=1)
+    classes = [str(i) for i in range(len(data["logits"]["fgsm"]))]
+    fig.add_trace(go.Bar(x=classes, y=data["logits"]["fgsm"], name="FGSM logits", marker_color=COLORS["fgsm"]),
+                  row=1, col=2)
+    fig.add_trace(go.Bar(x=classes, y=data["logits"]["rfgsm"], name="R-FGSM logits",
+                         marker_color=COLORS["rfgsm"]), row=1, col=2)
+    fig.update_xaxes(title_text="along sign(∇ₓJ)  (FGSM direction)", row=1, col=1)
+    fig.update_yaxes(title_text="along a random sign direction", row=1, col=1)
+    fig.update_xaxes(title_text="class", row=1, col=2)
+    fig.update_layout(barmode="group")
+    return _layout(fig, title or f"loss landscape (ε = {data['eps']:.3g}, α = {data['alpha']:.3g}): FGSM reaches "
+                   f"{data['loss_at']['fgsm']:.2f}, the slice's maximum is "
+                   f"{data['loss_at']['fgsm'] + data['fgsm_shortfall']:.2f}", height=460)

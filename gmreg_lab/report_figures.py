@@ -46,14 +46,79 @@ def build_figures(summary: dict, histories: dict) -> dict:
 
 
 def write_figures(summary: dict, histories: dict, out) -> Path:
-    figs = build_figures(summary, histories)
-    parts = [f"<h1>{summary['dataset'].upper()} reproduction, scale {summary['scale']}</h1>",
-             "<p>Made by <code>gmreg-lab reproduce</code>; numbers in TABLES.md and summary.json.</p>"]
+    return _write_html(build_figures(summary, histories),
+                       f"{summary['dataset'].upper()} reproduction, scale {summary['scale']}",
+                       "Made by <code>gmreg-lab reproduce</code>; numbers in TABLES.md and summary.json.",
+                       Path(out) / "figures.html")
+
+
+def _write_html(figs: dict, title: str, note: str, path: Path) -> Path:
+    """One self-contained HTML page: plotly.js inline once (offline), then every figure."""
+    parts = [f"<h1>{title}</h1>", f"<p>{note}</p>"]
     for i, (name, fig) in enumerate(figs.items()):
         parts.append(f'<h2 id="{name}">{name}</h2>')
-        parts.append(fig.to_html(full_html=False, include_plotlyjs=(i == 0)))  # plotly.js inline once: offline
-    html = "<!doctype html><html><head><meta charset='utf-8'><title>gmreg-lab reproduction</title></head><body>" \
-           + "\n".join(parts) + "</body></html>"
-    path = Path(out) / "figures.html"
+        parts.append(fig.to_html(full_html=False, include_plotlyjs=(i == 0)))
+    html = (f"<!doctype html><html><head><meta charset='utf-8'><title>{title}</title></head><body>"
+            + "\n".join(parts) + "</body></html>")
     atomic_write_text(path, html)
     return path
+
+
+def build_suite_figures(summary: dict, histories: dict) -> dict:
+    """The peers suite: robustness vs eps per method (PGD-40 and the worst case), the logit distance vs eps, the
+    PGD probe and the logit distance over training at the largest eps trained, and the cost bars."""
+    from .report_tables import SUITE_NAMES
+
+    eps_list = summary["scale_settings"]["eps_list"]
+    res = summary.get("results", {})
+    curves: dict = {}
+    for m in summary["methods"]:
+        rows = [res.get(f"{m}_eps{e:g}") for e in eps_list]
+        if not any(rows):
+            continue
+        pgd = [next((v for k, v in r["acc"].items() if k.startswith("pgd")), None) if r else None for r in rows]
+        curves[SUITE_NAMES.get(m, m)] = {"eps": list(eps_list),
+                                        "worst": {"acc": [r["worst"]["robust"] if r else None for r in rows]},
+                                        "pgd-40": {"acc": pgd},
+                                        "logit": {"loss": [r["logit_dist"] if r else None for r in rows]}}
+    figs = {"worst_vs_eps": plots.sweep_models(curves, "worst", "acc",
+                                               title="worst case (PGD-40, APGD-CE, APGD-T) vs training eps"),
+            "pgd_vs_eps": plots.sweep_models(curves, "pgd-40", "acc", title="PGD-40 accuracy vs training eps"),
+            "logit_vs_eps": plots.sweep_models(curves, "logit", "loss",
+                                               title="final FGSM / R-FGSM logit distance vs training eps")}
+    figs["logit_vs_eps"].update_yaxes(title_text="mean L2 distance", type="log")
+    top = max(eps_list)
+    at_top = {SUITE_NAMES.get(m, m): histories[f"{m}_eps{top:g}"] for m in summary["methods"]
+              if f"{m}_eps{top:g}" in histories}
+    if at_top:
+        figs["training_pgd_probe"] = plots.compare_runs(at_top, "acc_pgd", yaxis="PGD probe accuracy (%)",
+                                                        title=f"PGD probe during training, eps = {top:g}")
+        figs["training_logit_distance"] = plots.compare_runs(
+            at_top, "logit_dist", log_y=True, yaxis="mean L2 distance",
+            title=f"FGSM / R-FGSM logit distance during training, eps = {top:g}")
+    bench = summary.get("bench")
+    if bench:
+        spe = bench["seconds_per_epoch"]
+        cost = {}
+        for m in summary["methods"]:
+            keys = [k for k in spe if k.split("+")[0] == m]
+            if keys:
+                cost[SUITE_NAMES.get(m, m)] = spe[max(keys, key=len)]
+        figs["cost"] = plots.value_bars(cost, yaxis="seconds per epoch",
+                                        title=f"cost per epoch, measured side by side ({bench['device']})")
+    return figs
+
+
+def write_suite_figures(summary: dict, histories: dict, out) -> Path:
+    return _write_html(build_suite_figures(summary, histories), "Single-step methods side by side",
+                       "Made by <code>gmreg-lab reproduce --suite peers</code>; numbers in SUITE.md and suite.json.",
+                       Path(out) / "suite.html")
+
+
+def write_audit_html(result: dict, title: str, path) -> Path:
+    """One self-contained page: the verdict, the white-box bars and the checklist table."""
+    figs = {"white_box": plots.table_bars({title: {k: {"acc": v} for k, v in result["table"].items()}},
+                                          title=f"white-box accuracy at eps = {result['eps']:.4g}"),
+            "checklist": plots.checklist_figure({title: result["checklist"]}, title="gradient-masking checklist")}
+    verdict = "<br>".join(result["verdict"].splitlines())
+    return _write_html(figs, f"Gradient-masking audit: {title}", verdict, Path(path))

@@ -130,6 +130,12 @@ def load_model(path, *, which: str = "best", device="cpu", dataset: str | None =
     return model.to(device).eval()
 
 
+def log_rows(history) -> list:
+    """The periodic ``"log"`` rows of a run's history (the probe measurements), without its "epoch" rows; rows
+    without an ``event`` key count as log rows."""
+    return [r for r in history if r.get("event", "log") == "log"]
+
+
 def environment_info(device=None) -> dict:
     def version(pkg):
         try:

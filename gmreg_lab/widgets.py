@@ -12,6 +12,7 @@ Figures are updated in place inside ``fig.batch_update()``, at most every ``min_
 
 from __future__ import annotations
 
+import math
 import threading
 import time
 from pathlib import Path
@@ -26,7 +27,7 @@ from .config import TrainConfig
 from .errors import GmregError
 from .evaluate import parse_attack
 from .models import to_model_device
-from .train import train
+from .training import train
 
 EPS_RANGE = {"mnist": (0.5, 0.01), "cifar10": (16 / 255, 1 / 255)}   # slider max and step, pixel units
 ATTACK_SPECS = {"fgsm": "fgsm", "rfgsm": "rfgsm", "ifgsm": "ifgsm:10", "pgd": "pgd:40"}
@@ -119,7 +120,7 @@ class LiveFigure(_Displayable):
         self.rows: list = list(history)
         self.fig = go.FigureWidget(make(self.rows, **kw))
         self.widget = self.fig
-        self._last = 0.0
+        self._last = -math.inf   # the first row always draws (monotonic time may be small on a fresh machine)
         self.redraws = 0
 
     def callback(self, row) -> None:
@@ -153,7 +154,7 @@ _ONE_RUN = threading.Lock()   # one training run at a time in this kernel, whate
 class TrainingPanel(_Displayable):
     """lambda / eps sliders, method picker, Train and Stop, and a live 2x2 dashboard of the current run."""
 
-    METHODS = ("proposed", "fgsm", "rfgsm", "fgsm_rfgsm", "pgd", "normal")
+    METHODS = ("proposed", "fgsm", "rfgsm", "fgsm_rfgsm", "pgd", "normal", "fgsm_rs", "nfgsm", "gradalign")
 
     def __init__(self, base: TrainConfig, *, out_dir=None, data_dir=None, device="auto", lam_max: float = 20.0,
                  eps_max: Optional[float] = None, min_interval: float = 0.5):
@@ -184,7 +185,7 @@ class TrainingPanel(_Displayable):
         self._thread: Optional[threading.Thread] = None
         self._stop = threading.Event()
         self._run_id = 0
-        self._last_draw = 0.0
+        self._last_draw = -math.inf
         self.jobs_started = 0
         self.rows: list = []
         self.result = None
@@ -310,3 +311,102 @@ class TrainingPanel(_Displayable):
 def training_panel(base: TrainConfig, **kw) -> TrainingPanel:
     """lambda / eps sliders (``continuous_update=False``), Train / Stop, live curves; one run at a time."""
     return TrainingPanel(base, **kw)
+
+
+# --- the loss landscape, live -----------------------------------------------------------------------------------------
+class LandscapeExplorer(_Displayable):
+    """Pick a model, an image and the R-FGSM noise α: the loss over a slice of the ε-ball (gradient axis x random
+    axis) redraws with x, x_fgsm, x', x_rfgsm and the PGD adversary marked, beside the FGSM and R-FGSM logits.
+    ``seconds`` holds the time of the last redraw (compute and figure update)."""
+
+    def __init__(self, models: dict, x, y, *, eps: float, alpha: float, grid: int = 41, index: int = 0,
+                 alpha_max: Optional[float] = None, pgd_steps: int = 40):
+        if not models:
+            raise GmregError("landscape_explorer needs at least one model: {name: model}")
+        if len(x) == 0 or len(x) != len(y):
+            raise GmregError(f"need matching, non-empty images and labels (got {len(x)} images, {len(y)} labels)")
+        self.models, self.x, self.y = dict(models), x, y
+        self.eps, self.grid, self.pgd_steps = eps, grid, pgd_steps
+        self.model = W.Dropdown(options=list(self.models), value=next(iter(self.models)), description="model",
+                                layout=W.Layout(width="300px"))
+        self.index = W.IntSlider(value=index, min=0, max=len(x) - 1, description="image", continuous_update=False,
+                                 layout=W.Layout(width="300px"))
+        top = alpha_max or eps
+        self.alpha = W.FloatSlider(value=alpha, min=top / 100, max=top, step=top / 100, description="α",
+                                   readout_format=".3f", continuous_update=False, layout=W.Layout(width="300px"))
+        self.seconds = 0.0
+        self.data = self._compute()
+        self.fig = go.FigureWidget(plots.landscape_figure(self.data))
+        for w in (self.model, self.index, self.alpha):
+            w.observe(self.update, names="value")
+        self.widget = W.VBox([W.HBox([self.model, self.index, self.alpha]), self.fig])
+
+    def _compute(self) -> dict:
+        from .landscape import loss_landscape
+
+        i = self.index.value
+        return loss_landscape(self.models[self.model.value], self.x[i:i + 1], self.y[i], self.eps,
+                              float(self.alpha.value), grid=self.grid, pgd_steps=self.pgd_steps)
+
+    def update(self, *_):
+        t0 = time.perf_counter()
+        self.data = self._compute()
+        new = plots.landscape_figure(self.data)
+        with self.fig.batch_update():
+            for t, nt in zip(self.fig.data, new.data):
+                for attr in ("x", "y", "z"):
+                    if attr in nt and nt[attr] is not None:
+                        t[attr] = nt[attr]
+            self.fig.layout.title.text = f"{self.model.value}: {new.layout.title.text}"
+            self.fig.layout.annotations[1].text = new.layout.annotations[1].text
+        self.seconds = time.perf_counter() - t0
+
+
+def landscape_explorer(models: dict, x, y, **kw) -> LandscapeExplorer:
+    """The loss landscape of one image under each of ``models`` (``{name: model}``), with model / image / α
+    pickers; see :class:`LandscapeExplorer`."""
+    return LandscapeExplorer(models, x, y, **kw)
+
+
+# --- scrubbing through one run's snapshots ----------------------------------------------------------------------------
+class SnapshotScrubber(_Displayable):
+    """An iteration slider over snapshots of one run: loss vs eps of FGSM, R-FGSM and PGD (the paper's Fig. 1,
+    bottom) redraws for the weights kept after each iteration. ``sweeps`` maps iteration -> a
+    :func:`gmreg_lab.evaluate.sweep` result (computed by :func:`snapshot_scrubber`)."""
+
+    def __init__(self, sweeps: dict, *, train_eps: Optional[float] = None, metric: str = "loss"):
+        if not sweeps:
+            raise GmregError("no snapshots to scrub through")
+        self.sweeps = dict(sorted(sweeps.items()))
+        self.metric, self.train_eps = metric, train_eps
+        its = list(self.sweeps)
+        self.iteration = W.SelectionSlider(options=its, value=its[0], description="iteration",
+                                           continuous_update=True, layout=W.Layout(width="600px"))
+        self.fig = go.FigureWidget(self._figure(its[0]))
+        self.iteration.observe(self.update, names="value")
+        self.widget = W.VBox([self.iteration, self.fig])
+
+    def _figure(self, it) -> go.Figure:
+        return plots.sweep_figure(self.sweeps[it], self.metric, train_eps=self.train_eps,
+                                  title=f"after iteration {it}: mean {'loss' if self.metric == 'loss' else 'accuracy'}"
+                                        f" vs eps")
+
+    def update(self, *_):
+        new = self._figure(self.iteration.value)
+        _copy_traces(self.fig, new, new.layout.title.text)
+
+
+def snapshot_scrubber(run_dir, x, y, *, attacks: str = "fgsm,rfgsm,pgd:40", eps_list=(0.0, 0.1, 0.2, 0.3, 0.4),
+                      train_eps: Optional[float] = None, progress: bool = False) -> SnapshotScrubber:
+    """Sweep every snapshot that the run in ``run_dir`` kept (``snapshot_at``) once, then scrub through them."""
+    from tqdm.auto import tqdm
+
+    from .evaluate import sweep
+    from .runs import load_checkpoint, load_model
+
+    its = sorted(load_checkpoint(run_dir).get("snapshots") or {})
+    if not its:
+        raise GmregError(f"{run_dir} kept no snapshots: train it with snapshot_at=(...)")
+    sweeps = {it: sweep(load_model(run_dir, which=f"iter:{it}", device=x.device), x, y, attacks, eps_list)
+              for it in tqdm(its, desc="snapshots", disable=not progress)}
+    return SnapshotScrubber(sweeps, train_eps=train_eps)

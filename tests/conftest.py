@@ -8,7 +8,7 @@ import torch
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-import gmreg_lab as gl  # noqa: E402
+import gmreg_lab as gl
 
 torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
 

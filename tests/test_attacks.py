@@ -4,7 +4,6 @@ import torch.nn.functional as F
 from torch import nn
 
 from gmreg_lab import attacks
-from gmreg_lab.errors import GmregError
 
 EPS = 0.3
 ALL = {

@@ -1,5 +1,6 @@
-"""A real browser: JupyterLab served on 127.0.0.1, notebook 01 run in Debian's headless chromium (Playwright), the eps
-slider moved with the keyboard, and the explorer's plotly figure checked to have changed. Skipped cleanly when
+"""A real browser: JupyterLab served on 127.0.0.1, notebooks run in Debian's headless chromium (Playwright): in 01 the
+eps slider moved with the keyboard, in 03 the loss landscape's model picker changed, and each plotly figure checked
+to have been redrawn. Skipped cleanly when
 /usr/bin/chromium or playwright is missing (``./kit.sh test`` installs chromium with apt)."""
 
 import os
@@ -43,7 +44,8 @@ def lab_server(tmp_path):
         pytest.skip("jupyter is not installed next to this python")
     root = tmp_path / "served"
     root.mkdir()
-    shutil.copy(ROOT / "notebooks" / "01_adversarial_examples.ipynb", root)   # never autosave the committed copy
+    for name in ("01_adversarial_examples.ipynb", "03_logit_distance.ipynb"):   # never autosave the committed copy
+        shutil.copy(ROOT / "notebooks" / name, root)
     port, token = _free_port(), secrets.token_hex(16)
     env = {**os.environ, "GMREG_SMOKE": "1", "JUPYTER_CONFIG_DIR": str(tmp_path / "cfg"),
            "JUPYTER_RUNTIME_DIR": str(tmp_path / "runtime")}
@@ -75,6 +77,18 @@ def lab_server(tmp_path):
         log.close()
 
 
+def _run_all(page, url, token, notebook, timeout_ms):
+    """Open ``notebook`` in JupyterLab, Run All Cells, and wait until its last cell printed "all checks passed"."""
+    page.goto(f"{url}/lab/tree/{notebook}?token={token}")
+    page.wait_for_selector(".jp-Notebook-ExecutionIndicator[data-status='idle']", timeout=120_000)
+    page.locator(".jp-Notebook .jp-Cell").first.click()
+    page.keyboard.press("Escape")                          # command mode, or Run All does nothing
+    page.get_by_role("menuitem", name="Run", exact=True).click()
+    page.get_by_role("menuitem", name="Run All Cells", exact=True).click()
+    # printed by the final cell when every check passed: looked for in the outputs, not in the cell's source
+    page.locator(".jp-OutputArea-output", has_text="all checks passed").wait_for(timeout=timeout_ms)
+
+
 def test_notebook_01_in_a_real_browser(lab_server, tmp_path):
     from playwright.sync_api import sync_playwright
 
@@ -85,14 +99,7 @@ def test_notebook_01_in_a_real_browser(lab_server, tmp_path):
             page = browser.new_page(viewport={"width": 1400, "height": 1800})
             errors = []
             page.on("pageerror", lambda e: errors.append(str(e)))
-            page.goto(f"{url}/lab/tree/01_adversarial_examples.ipynb?token={token}")
-            page.wait_for_selector(".jp-Notebook-ExecutionIndicator[data-status='idle']", timeout=120_000)
-            page.locator(".jp-Notebook .jp-Cell").first.click()
-            page.keyboard.press("Escape")                          # command mode, or Run All does nothing
-            page.get_by_role("menuitem", name="Run", exact=True).click()
-            page.get_by_role("menuitem", name="Run All Cells", exact=True).click()
-            # the last cell prints this when every check of the notebook passed (it also moves eps to 0.3)
-            page.get_by_text("all checks passed").wait_for(timeout=240_000)
+            _run_all(page, url, token, "01_adversarial_examples.ipynb", 240_000)   # (the last cell sets eps 0.3)
             page.wait_for_function(f"() => {{ const f = ({EXPLORER})(); return f && f.title.includes('0.3'); }}",
                                    timeout=60_000)
             before = page.evaluate(EXPLORER)
@@ -110,4 +117,37 @@ def test_notebook_01_in_a_real_browser(lab_server, tmp_path):
     assert after["title"] != before["title"] and "0.32" in after["title"], (before["title"], after["title"])
     assert after["y"] != before["y"] and after["z"] != before["z"]   # probabilities and adversarial image redrawn
     assert (tmp_path / "after.png").stat().st_size > 10_000
+    assert not errors, errors
+
+
+# the loss landscape of notebook 03: the figure whose title names the landscape
+LANDSCAPE = """() => {
+  const d = Array.from(document.querySelectorAll('.jp-OutputArea .js-plotly-plot'))
+      .find(d => d.layout && d.layout.title && String(d.layout.title.text || '').includes('loss landscape'));
+  return d ? {title: String(d.layout.title.text), z: JSON.stringify(d.data[0].z)} : null;
+}"""
+
+
+def test_notebook_03_landscape_model_picker_in_a_real_browser(lab_server, tmp_path):
+    from playwright.sync_api import sync_playwright
+
+    url, token = lab_server
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=ARGS)
+        try:
+            page = browser.new_page(viewport={"width": 1400, "height": 1800})
+            errors = []
+            page.on("pageerror", lambda e: errors.append(str(e)))
+            _run_all(page, url, token, "03_logit_distance.ipynb", 420_000)
+            page.wait_for_function(f"() => ({LANDSCAPE})() !== null", timeout=60_000)
+            before = page.evaluate(LANDSCAPE)
+            picker = page.locator(".widget-dropdown select").filter(has=page.locator("option", has_text="PGD-AT"))
+            picker.first.select_option(label="PGD-AT")             # what a learner does with the model picker
+            page.wait_for_function(
+                f"() => {{ const f = ({LANDSCAPE})(); return f && f.title.startsWith('PGD-AT:'); }}", timeout=90_000)
+            after = page.evaluate(LANDSCAPE)
+            page.screenshot(path=str(tmp_path / "landscape.png"), full_page=True)
+        finally:
+            browser.close()
+    assert after["z"] != before["z"], "the loss surface was redrawn for the picked model"
     assert not errors, errors

@@ -6,7 +6,9 @@ go to a temporary directory; the committed notebooks are never written.
 
 import ast
 import json
+import os
 import re
+import subprocess
 import sys
 from pathlib import Path
 
@@ -17,9 +19,16 @@ nbformat = pytest.importorskip("nbformat")
 ROOT = Path(__file__).resolve().parent.parent
 NB_DIR = ROOT / "notebooks"
 SERIES = ["01_adversarial_examples", "02_gradient_masking", "03_logit_distance", "04_regularized_training",
-          "05_evaluation", "06_cifar10"]
+          "05_evaluation", "06_cifar10", "07_catastrophic_overfitting"]
 NOTEBOOKS = [NB_DIR / f"{name}.ipynb" for name in SERIES]
-WIDGET_CALL = re.compile(r"gl\.widgets\.(attack_explorer|training_panel|live_figure)\(")
+WIDGET_CALL = re.compile(r"gl\.widgets\.(attack_explorer|training_panel|live_figure|landscape_explorer|"
+                         r"snapshot_scrubber)\(")
+SOLUTION = re.compile(r"<details><summary>Solution[^<]*</summary>\s*```python\n(.*?)```\s*</details>", re.S)
+
+
+def solutions(nb) -> list:
+    """The code of every exercise solution (a ```python block inside a <details> block of a markdown cell)."""
+    return [m.group(1) for c in nb.cells if c.cell_type == "markdown" for m in SOLUTION.finditer(c.source)]
 REMOVED_HELPERS = re.compile(r"\blab\.(sweep|train_until|masking_checklist)\b")
 MAX_EXECUTED_BYTES = 3_000_000   # plotly outputs of the smoke runs are a few hundred kB; widget state would be MBs
 
@@ -75,6 +84,18 @@ def test_committed_notebook_is_clean_and_well_formed(path):
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=_ids)
+def test_every_notebook_has_exercises_with_solutions_and_derivations(path):
+    nb = nbformat.read(path, as_version=4)
+    tasks = [c for c in nb.cells if c.cell_type == "markdown" and c.source.startswith("### Exercise")]
+    assert len(tasks) >= 2 and len(solutions(nb)) == len(tasks), f"{path.name}: exercises with hidden solutions"
+    if path.stem[:2] in ("01", "02", "03", "04", "07"):
+        assert any("$$" in c.source for c in nb.cells if c.cell_type == "markdown"), f"{path.name}: a derivation"
+    for c in nb.cells:   # no stray values printed by the set-up (e.g. a trailing torch.manual_seed(0))
+        if c.cell_type == "code":
+            assert not c.source.rstrip().endswith("manual_seed(0)"), f"{path.name}: noise in\n{c.source}"
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=_ids)
 def test_notebooks_use_gl_and_the_core_implementations(path):
     # one import (`gl.lab`, `gl.fixtures`, `gl.plots` are package attributes), and no second copy of core features:
     # eps sweeps are gl.evaluate.sweep, early checkpoints snapshots, the masking checklist gl.diagnostics.masking_report
@@ -86,18 +107,40 @@ def test_notebooks_use_gl_and_the_core_implementations(path):
 
 
 @pytest.mark.slow
+def test_nbval_runs_a_notebook_cell_by_cell(tmp_path):
+    """nbval's kind of check, for the first notebook: a plain kernel (the smoke switch from the environment, no
+    papermill parameters), every cell a test item. The other notebooks run once, under papermill, below."""
+    pytest.importorskip("nbval")
+    env = {**os.environ, "GMREG_SMOKE": "1"}
+    r = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "--nbval-lax",
+                        "--nbval-current-env", str(NOTEBOOKS[0])], cwd=ROOT, env=env, capture_output=True,
+                       text=True, timeout=600)
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-2000:]
+    assert " passed" in r.stdout and "failed" not in r.stdout
+
+
+@pytest.mark.slow
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=_ids)
 def test_notebook_runs_in_smoke_mode(path, tmp_path):
+    """Runs the notebook, then every exercise solution of it in the same kernel (so solutions never rot)."""
     pm = pytest.importorskip("papermill")
+    src = nbformat.read(path, as_version=4)
+    n_cells = len(src.cells)
+    for i, code in enumerate(solutions(src), 1):
+        src.cells.append(nbformat.v4.new_code_cell(code + f"\nprint('solution {i} ran')"))
+    withsol = tmp_path / f"with_solutions_{path.name}"
+    nbformat.write(src, withsol)
     out = tmp_path / path.name
-    pm.execute_notebook(str(path), str(out), parameters={"SMOKE": True}, kernel_name="python3",
+    pm.execute_notebook(str(withsol), str(out), parameters={"SMOKE": True}, kernel_name="python3",
                         cwd=str(path.parent), progress_bar=False, store_widget_state=False)
     nb = nbformat.read(out, as_version=4)
     errors = [o for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", []) if o.output_type == "error"]
     assert not errors, errors
-    last = [c for c in nb.cells if c.cell_type == "code"][-1]
-    text = "".join(o.get("text", "") for o in last.outputs if o.output_type == "stream")
+    own = [c for c in nb.cells[:n_cells + 1] if c.cell_type == "code"]   # + 1: papermill's injected cell
+    text = "".join(o.get("text", "") for o in own[-1].outputs if o.output_type == "stream")
     assert "all checks passed" in text
+    ran = "".join(o.get("text", "") for c in nb.cells[n_cells + 1:] for o in c.get("outputs", []))
+    assert all(f"solution {i} ran" in ran for i in range(1, len(solutions(src)) + 1)), ran[-2000:]
     injected = [c for c in nb.cells if "injected-parameters" in c.metadata.get("tags", [])]
     assert injected and "SMOKE = True" in injected[0].source
     # no bloated widget state: the executed notebook stays small and holds no saved widget models

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 go = pytest.importorskip("plotly.graph_objects")
-from gmreg_lab import plots  # noqa: E402
+from gmreg_lab import plots
 
 ROWS = [{"event": "log", "iteration": i, "loss": 2.0 / i, "ce": 1.5 / i, "reg": 0.1 * i, "logit_dist": 0.5 * i,
          "acc_clean": 50 + i, "acc_fgsm": 40 + 2 * i, "acc_pgd": 30 - i, "loss_fgsm": 1.0, "loss_pgd": 1.0 + i}

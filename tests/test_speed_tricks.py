@@ -76,7 +76,7 @@ def test_bench_refuses_cuda_graphs_without_a_gpu():
 def test_attack_pass_freezes_the_weights_and_restores_them():
     """The training steps' attacks run in eval mode with the weights frozen (so a compiled model's backward
     computes input gradients only), and every flag comes back, also after an error."""
-    from gmreg_lab.train import attacking
+    from gmreg_lab.training import attacking
 
     model = gl.models.build("lenet_plus").train()
     model.net[0].bias.requires_grad_(False)       # a parameter frozen by the caller stays frozen
@@ -115,7 +115,7 @@ def test_compiled_model_trains_like_the_eager_one():
 
 def test_runtime_settings_do_not_make_another_run(tmp_path):
     """CUDA graphs and compilation change how a step runs, not what it computes: a run resumes under either."""
-    from gmreg_lab.train import compile_pays
+    from gmreg_lab.training import compile_pays
 
     cfg = tiny_cfg(epochs=2)
     assert cfg.same_run(cfg.replace(cuda_graphs=False, compile_model=True))

@@ -15,18 +15,50 @@ def eat_source(tmp_path_factory):
     return str(out)
 
 
+# what each method feeds the loss pass: (clean copies, adversarial copies) of the clean batch, in this order
+LOSS_INPUTS = {"normal": (1, 0), "fgsm": (0, 1), "rfgsm": (0, 1), "pgd": (0, 1), "fgsm_rfgsm": (0, 2),
+               "proposed": (0, 2), "eat": (1, 1), "fgsm_rs": (0, 1), "nfgsm": (0, 1), "gradalign": (0, 1)}
+
+
 @pytest.mark.parametrize("method", METHODS)
-def test_every_method_trains_and_logs(method, eat_source):
-    kw = {"eat_sources": (eat_source,)} if method == "eat" else {}
-    if method == "pgd":
-        kw["pgd_steps"] = 2
-    res = gl.train(tiny_cfg(method=method, **kw), progress=False)
+def test_every_method_trains_on_its_inputs_and_logs(method, eat_source, monkeypatch):
+    """Each method's loss pass (the model in train mode) sees the clean batch and/or perturbed copies of it of the
+    right number and size: inside the eps-ball, and really moved (an FGSM-type step reaches the ball's edge)."""
+    cfg = tiny_cfg(method=method, **({"eat_sources": (eat_source,)} if method == "eat" else {}),
+                   **({"pgd_steps": 2} if method == "pgd" else {}))
+    seen = []
+    real_make_model = gl.training.make_model
+
+    def make_model(c, dev):
+        model, opt = real_make_model(c, dev)
+        model.register_forward_pre_hook(lambda m, args: seen.append(args[0].detach().clone()) if m.training else None)
+        return model, opt
+    monkeypatch.setattr(gl.training, "make_model", make_model)
+    res = gl.train(cfg, progress=False)
+    train_set, _ = gl.data.train_val_split(gl.data.load("mnist", "train"), cfg.val_size, cfg.seed)
+    clean = [x for x, _ in train_set.head(cfg.limit).batches(cfg.batch_size, generator=gl.training.epoch_order(cfg, 0))]
+    if method == "gradalign":   # its second train-mode pass: the gradient at x + eta, eta ~ U(-eps, eps), unclipped
+        for x, x_eta in zip(clean, seen[1::2]):
+            d = (x_eta - x).abs().amax()
+            assert 0.9 * cfg.eps <= d <= cfg.eps + 1e-6
+        seen = seen[0::2]
+    assert len(seen) == len(clean) == 2, "one loss pass per iteration, in train mode"
+    n_clean, n_adv = LOSS_INPUTS[method]
+    radius = (cfg.nfgsm_k + 1) * cfg.eps if method == "nfgsm" else cfg.eps    # N-FGSM does not project
+    for x, seen_x in zip(clean, seen):
+        n = len(x)
+        assert seen_x.shape == (n * (n_clean + n_adv), *x.shape[1:])
+        for i in range(n_clean):
+            assert torch.equal(seen_x[i * n:(i + 1) * n], x)
+        for i in range(n_clean, n_clean + n_adv):
+            dist = (seen_x[i * n:(i + 1) * n] - x).flatten(1).abs().amax(1)
+            assert dist.max() <= radius + 1e-6 and dist.max() >= 0.9 * cfg.eps, (method, i, dist)
     logs = [r for r in res.history if r["event"] == "log"]
     assert len(logs) == 2  # two batches, log_every=1
     for key in ("loss", "ce", "logit_dist", "acc_clean", "acc_fgsm", "acc_pgd", "loss_fgsm", "loss_pgd",
                 "train_time"):
         assert math.isfinite(logs[-1][key]), key
-    assert ("reg" in logs[-1]) == (method == "proposed")
+    assert ("reg" in logs[-1]) == (method in ("proposed", "gradalign"))
     assert res.metrics["epochs_done"] == 1 and res.metrics["seconds_per_epoch"] > 0
     assert not res.model.training
 
@@ -76,6 +108,20 @@ def test_resume_equals_uninterrupted(tmp_path):
     sf, sr = full.last_model.state_dict(), resumed.last_model.state_dict()
     assert all(torch.equal(sf[k], sr[k]) for k in sf)
     assert resumed.metrics["epochs_done"] == 2
+
+
+def test_probes_run_in_eval_mode(monkeypatch):
+    """The periodic probe sees the model as an attacker would (eval mode: no dropout noise, no batch-norm update
+    from the probe's adversaries) and training continues in train mode."""
+    modes = []
+    real = gl.training.probe
+
+    def spy(model, *a, **kw):
+        modes.append(model.training)
+        return real(model, *a, **kw)
+    monkeypatch.setattr(gl.training, "probe", spy)
+    gl.train(tiny_cfg(method="normal", model="a"), progress=False)   # model A has dropout
+    assert modes == [False, False]
 
 
 def test_stop_event_stops_within_an_iteration():

@@ -1,0 +1,151 @@
+"""The executed course (``./kit.sh course``): every notebook run top to bottom in full mode with papermill, then
+written as a static, offline HTML page a learner can read first ("what you should see").
+
+Each page says at its top the command, the machine, the date and the time it took, and records the SHA-256 of the
+notebook it was made from; ``course/MANIFEST.json`` holds the same for all of them (``tests/test_course.py`` fails
+when a notebook changed after its page was made). plotly.js is shipped once (``course/plotly.min.js``); every
+figure becomes a ``<div>`` that uses it. Interactive widgets need a kernel: the pages say so where they stood.
+
+    python -m gmreg_lab.course [--out course] [--only 01,03] [--timeout 7200]
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import hashlib
+import json
+import os
+import platform
+import shutil
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+NOTEBOOKS = ROOT / "notebooks"
+PLOTLY_MIME = "application/vnd.plotly.v1+json"
+WIDGET_MIME = "application/vnd.jupyter.widget-view+json"
+COMMAND = "./kit.sh course"
+
+
+def sha256(path: Path) -> str:
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+
+
+def machine() -> str:
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    import torch
+
+    gpu = torch.cuda.get_device_name() if torch.cuda.is_available() else "no GPU"
+    return f"{cpu}, {os.cpu_count()} CPU cores, {gpu}, Python {platform.python_version()}, torch {torch.__version__}"
+
+
+def _static_outputs(nb) -> None:
+    """Give every plotly figure an HTML rendering (a div drawn by the shared plotly.js) and every widget a note."""
+    import plotly.io as pio
+
+    for cell in nb.cells:
+        for out in cell.get("outputs", []):
+            data = out.get("data", {})
+            if PLOTLY_MIME in data and "text/html" not in data:
+                fig = pio.from_json(json.dumps(data[PLOTLY_MIME]))
+                data["text/html"] = pio.to_html(fig, include_plotlyjs=False, full_html=False)
+            elif WIDGET_MIME in data:
+                data["text/html"] = ("<p><em>(An interactive widget stood here: open the notebook in JupyterLab, "
+                                     "<code>./kit.sh lab</code>, to use it.)</em></p>")
+
+
+def to_html(nb, banner: str) -> str:
+    import nbformat
+    from nbconvert import HTMLExporter
+
+    nb.cells.insert(0, nbformat.v4.new_markdown_cell(banner))
+    _static_outputs(nb)
+    exporter = HTMLExporter(template_name="lab")
+    exporter.exclude_input_prompt = exporter.exclude_output_prompt = True
+    html, _ = exporter.from_notebook_node(nb)
+    return html.replace("</head>", '<script src="plotly.min.js" charset="utf-8"></script>\n</head>', 1)
+
+
+def run_one(path: Path, out: Path, timeout: int) -> dict:
+    """Execute ``path`` in full mode, write ``out/<name>.html``; returns its manifest entry."""
+    import nbformat
+    import papermill as pm
+
+    digest, started, t0 = sha256(path), dt.datetime.now().astimezone(), time.time()
+    executed = out / ".executed" / path.name
+    executed.parent.mkdir(parents=True, exist_ok=True)
+    env_smoke = os.environ.pop("GMREG_SMOKE", None)
+    error = None
+    try:
+        pm.execute_notebook(str(path), str(executed), parameters={"SMOKE": False}, kernel_name="python3",
+                            cwd=str(path.parent), progress_bar=False, execution_timeout=timeout,
+                            store_widget_state=False)
+    except Exception as e:  # papermill's execution error: the notebook's own assertion failed, or a cell broke
+        error = f"{type(e).__name__}: {str(e)[-2000:]}"
+    finally:
+        if env_smoke is not None:
+            os.environ["GMREG_SMOKE"] = env_smoke
+    seconds = time.time() - t0
+    entry = {"notebook": f"notebooks/{path.name}", "sha256": digest, "html": f"{path.stem}.html",
+             "command": COMMAND, "machine": machine(), "started": started.isoformat(timespec="seconds"),
+             "seconds": round(seconds, 1), "passed": error is None, "error": error}
+    status = ("every assertion of its final cell held" if error is None
+              else f"**it FAILED**: {error.splitlines()[0] if error else ''}")
+    banner = (f"> **Executed course copy.** Made by `{COMMAND}` on {entry['machine']}, started "
+              f"{entry['started']}, {seconds / 60:.1f} minutes, full mode (not smoke); {status}. Source: "
+              f"`notebooks/{path.name}`, SHA-256 `{digest[:16]}…`. Figures are static here; the widgets need "
+              f"JupyterLab (`./kit.sh lab`).")
+    if executed.exists():
+        (out / entry["html"]).write_text(to_html(nbformat.read(executed, as_version=4), banner))
+    return entry
+
+
+def index_html(manifest: dict) -> str:
+    rows = "\n".join(f'<li><a href="{e["html"]}">{name}</a> — {e["seconds"] / 60:.1f} min, '
+                     f'{"passed" if e["passed"] else "FAILED"}, {e["started"]}</li>' for name, e in manifest.items())
+    return (f"<!doctype html><html><head><meta charset='utf-8'><title>gmreg-lab: the executed course</title>"
+            f"</head><body><h1>gmreg-lab: the executed course</h1><p>Every notebook run top to bottom in full mode "
+            f"by <code>{COMMAND}</code>: what you should see when you run them yourself.</p><ol>{rows}</ol>"
+            f"</body></html>")
+
+
+def main(argv=None) -> int:
+    import plotly
+
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--out", default=str(ROOT / "course"))
+    ap.add_argument("--only", default=None, help="comma-separated notebook prefixes, e.g. 01,03 (default: all)")
+    ap.add_argument("--timeout", type=int, default=7200, help="seconds one cell may take")
+    a = ap.parse_args(argv)
+    out = Path(a.out)
+    out.mkdir(parents=True, exist_ok=True)
+    shutil.copy(Path(plotly.__file__).parent / "package_data" / "plotly.min.js", out / "plotly.min.js")
+    manifest_file = out / "MANIFEST.json"
+    manifest = json.loads(manifest_file.read_text()) if manifest_file.exists() else {}
+    wanted = [p for p in sorted(NOTEBOOKS.glob("[0-9][0-9]_*.ipynb"))
+              if a.only is None or p.name[:2] in a.only.split(",")]
+    for path in wanted:
+        print(f"course: {path.name} ...", flush=True)
+        manifest[path.stem] = entry = run_one(path, out, a.timeout)
+        print(f"course: {path.name} {'passed' if entry['passed'] else 'FAILED'} in {entry['seconds'] / 60:.1f} min",
+              flush=True)
+        manifest_file.write_text(json.dumps(dict(sorted(manifest.items())), indent=2) + "\n")
+    (out / "index.html").write_text(index_html(dict(sorted(manifest.items()))))
+    shutil.rmtree(out / ".executed", ignore_errors=True)
+    failed = [k for k, e in manifest.items() if not e["passed"]]
+    if failed:
+        print(f"course: FAILED: {', '.join(failed)}", file=sys.stderr)
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

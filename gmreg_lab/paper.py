@@ -1,0 +1,66 @@
+"""The paper's published numbers (Tables 3-7), keyed by run name and attack label, for side-by-side tables.
+
+Attack labels are those of :class:`gmreg_lab.evaluate.Attack` (``"pgd-40"``, ...), so a table pairs each of our
+columns with the paper's value of the *same* attack, whatever order the columns come in.
+"""
+
+from __future__ import annotations
+
+_T3_COLS = ("clean", "fgsm", "ifgsm-40", "pgd-40", "pgd-100")     # Table 3 (MNIST, eps 0.3, PGD step 0.01)
+_T4_COLS = ("clean", "fgsm", "ifgsm-7", "pgd-7", "pgd-20")        # Table 4 (CIFAR-10, eps 8/255, PGD step 2/255)
+
+_TABLE3 = {
+    "normal": (99.24, 11.65, 0.31, 0.01, 0.00), "fgsm": (99.34, 89.04, 1.19, 0.17, 0.01),
+    "rfgsm": (93.92, 57.06, 41.85, 29.31, 28.76), "eat_a": (99.35, 83.48, 18.75, 10.13, 3.41),
+    "eat_b": (99.31, 80.16, 48.13, 37.85, 22.86), "eat_c": (99.20, 82.48, 4.00, 1.29, 0.08),
+    "eat_d": (97.66, 56.85, 0.87, 0.29, 0.08), "fgsm_rfgsm": (95.39, 61.60, 44.62, 34.15, 33.41),
+    "proposed_lam0": (97.62, 92.52, 4.92, 1.89, 0.17), "pgd": (98.41, 95.56, 92.64, 92.08, 91.13),
+    "proposed": (98.74, 95.1, 89.91, 89.48, 87.74),
+}
+_TABLE4 = {
+    "normal": (91.52, 14.00, 0.00, 0.00, 0.00), "fgsm": (92.42, 98.58, 0.09, 0.05, 0.00),
+    "rfgsm": (79.39, 98.64, 0.35, 0.22, 0.02), "eat_a": (90.80, 82.14, 10.56, 4.69, 0.67),
+    "eat_b": (90.43, 60.59, 32.76, 28.9, 18.31), "eat_c": (90.28, 66.49, 36.49, 29.41, 20.24),
+    "fgsm_rfgsm": (80.88, 97.92, 2.18, 1.16, 0.22), "proposed_lam0": (77.00, 98.96, 0.21, 0.06, 0.01),
+    "pgd": (79.44, 53.25, 50.53, 50.08, 47.51), "proposed": (80.45, 53.14, 49.83, 49.13, 46.07),
+}
+# White-box accuracy (%): dataset -> run name -> attack label -> value
+WHITE_BOX = {"mnist": {run: dict(zip(_T3_COLS, v)) for run, v in _TABLE3.items()},
+             "cifar10": {run: dict(zip(_T4_COLS, v)) for run, v in _TABLE4.items()}}
+# Black-box FGSM accuracy (%), Tables 5 / 6: (source run, target run) -> value
+BLACK_BOX = {"mnist": {("static_a", "pgd"): 93.70, ("static_a", "proposed"): 93.53,
+                       ("static_b", "pgd"): 93.57, ("static_b", "proposed"): 93.25},
+             "cifar10": {("static_vgg11", "pgd"): 76.09, ("static_vgg11", "proposed"): 76.81,
+                         ("static_vgg19", "pgd"): 77.24, ("static_vgg19", "proposed"): 77.92}}
+# Table 7: seconds per epoch on a Titan Xp (MNIST)
+SECONDS_PER_EPOCH = {"mnist": {"normal": 2.7, "fgsm": 4.1, "eat_a": 5.5, "pgd": 53.0, "proposed": 8.8}}
+
+# the paper's row order of Tables 3 / 4
+ROW_ORDER = ("normal", "fgsm", "rfgsm", "eat_a", "eat_b", "eat_c", "eat_d", "fgsm_rfgsm", "proposed_lam0", "pgd",
+             "proposed")
+
+LABELS = {"normal": "Normal", "fgsm": "FGSM Adv.", "rfgsm": "R-FGSM Adv.", "eat_a": "EAT A", "eat_b": "EAT B",
+          "eat_c": "EAT C", "eat_d": "EAT D", "fgsm_rfgsm": "R-FGSM + FGSM Adv.",
+          "proposed_lam0": "Ablation: proposed, lambda=0", "pgd": "PGD Adv.", "proposed": "Proposed",
+          "static_a": "Model A (normal)", "static_b": "Model B (normal)", "static_c": "Model C (normal)",
+          "static_d": "Model D (normal)"}
+
+
+def white_box(dataset: str, run: str, attack_label: str):
+    """The paper's accuracy of ``run`` under the attack labelled ``attack_label``, or None if it has none."""
+    return WHITE_BOX.get(dataset, {}).get(run, {}).get(attack_label)
+
+
+# Published numbers of the later single-step methods, placed beside the peers suite (robust accuracy %, AutoAttack
+# standard unless said otherwise), with their source.
+PEER_ANCHORS = [
+    {"method": "fgsm_rs", "dataset": "mnist", "eps": 0.3, "model": "Wong et al.'s MNIST CNN", "autoattack": 82.93,
+     "source": "AutoAttack leaderboard (fra31/auto-attack README; an earlier version of it lists 82.88), "
+               "'Fast is better than free' (Wong et al. 2020)"},
+    {"method": "fgsm_rs", "dataset": "cifar10", "eps": 8 / 255, "model": "PreAct ResNet-18", "autoattack": 43.21,
+     "source": "AutoAttack leaderboard (fra31/auto-attack README; an earlier version of it lists 43.38)"},
+    {"method": "gradalign", "dataset": "cifar10", "eps": 8 / 255, "model": "PreAct ResNet-18", "autoattack": 43.93,
+     "source": "AutoAttack leaderboard (fra31/auto-attack README), Andriushchenko & Flammarion 2020"},
+    {"method": "proposed", "dataset": "cifar10", "eps": 8 / 255, "model": "PreAct ResNet-18", "autoattack": 43.72,
+     "source": "this paper's regulariser re-run by Sriramanan et al. 2020 (GAMA-GAT), AutoAttack leaderboard"},
+]

@@ -1,0 +1,131 @@
+"""`gmreg-lab audit` on models the kit did not train: three model formats, deliberately masked models that must
+fail, a normally trained one that must pass what it should, and one clear line for every bad input."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+import gmreg_lab as gl
+from gmreg_lab.audit import audit, load_any_model
+from gmreg_lab.cli import main
+
+ROOT = Path(__file__).resolve().parent.parent
+FAST = ["--limit", "32", "--steps", "10", "--square-queries", "50", "--device", "cpu"]
+
+
+class Saturated(torch.nn.Module):
+    """Logits scaled by 10^4: the softmax saturates, cross-entropy gradients underflow to exactly zero."""
+
+    def __init__(self, net):
+        super().__init__()
+        self.net = net
+
+    def forward(self, x):
+        return self.net(x) * 1e4
+
+
+class Quantised(torch.nn.Module):
+    """A non-differentiable input quantiser in front of the network: zero input gradient everywhere."""
+
+    def __init__(self, net):
+        super().__init__()
+        self.net = net
+
+    def forward(self, x):
+        return self.net(torch.round(x * 4) / 4)
+
+
+class Probabilities(torch.nn.Module):
+    def __init__(self, net):
+        super().__init__()
+        self.net = net
+
+    def forward(self, x):
+        return torch.softmax(self.net(x), 1)
+
+
+@pytest.fixture(scope="module")
+def test_images(mnist_test):
+    return mnist_test.tensors(48)
+
+
+@pytest.mark.parametrize("wrap", [Saturated, Quantised])
+def test_a_masked_model_fails_and_the_verdict_says_why(wrap, trained_lenet, test_images):
+    x, y = test_images
+    r = audit(wrap(trained_lenet).eval(), x, y, 0.3, steps=10, square_queries=100)
+    failed = set(r["checklist"]["failed"])
+    assert {"gradients_not_vanishing", "gradient_free_not_stronger"} <= failed, r["checklist"]
+    assert "gradients_not_vanishing" in r["verdict"] and "hidden" in r["verdict"]
+    pgd = next(v for k, v in r["table"].items() if k.startswith("pgd"))
+    assert r["worst_case"]["robust"] < pgd - 10, "the stronger attacks find what PGD cannot"
+    if wrap is Quantised:   # no gradient at all: only the gradient-free attack gets through
+        assert r["worst_case"]["broke"]["square-100"] > 0
+        assert "gradient_beats_random_search" in failed, r["checklist"]   # FGSM is weaker than 20 random queries
+
+
+def test_a_normally_trained_model_passes_the_masking_checks(trained_lenet, test_images):
+    x, y = test_images
+    r = audit(trained_lenet, x, y, 0.3, steps=10, square_queries=100)
+    status = {c["name"]: c["passed"] for c in r["checklist"]["checks"]}
+    for name in ("no_label_leaking", "large_eps_reaches_chance", "gradients_not_vanishing",
+                 "gradient_free_not_stronger", "gradient_beats_random_search", "iterative_beats_single_step"):
+        assert status[name], (name, r["checklist"])
+    assert r["worst_case"]["robust"] <= min(r["table"].values())
+
+
+def test_three_model_formats_through_the_cli(trained_lenet, tmp_path, test_images):
+    x, _ = test_images
+    scripted = tmp_path / "lenet.pt"
+    torch.jit.trace(trained_lenet, x[:2]).save(str(scripted))
+    exported = tmp_path / "lenet.pt2"
+    program = torch.export.export(trained_lenet, (x[:2],), dynamic_shapes=({0: torch.export.Dim("batch")},))
+    torch.export.save(program, str(exported))
+    weights = tmp_path / "w.pt"
+    torch.save(trained_lenet.state_dict(), weights)
+    (tmp_path / "mymodels.py").write_text("import gmreg_lab as gl\n\ndef lenet():\n"
+                                          "    return gl.models.build('lenet_plus')\n")
+    outs = {}
+    for name, spec in (("script", str(scripted)), ("export", str(exported))):
+        out = tmp_path / name
+        assert main(["audit", spec, *FAST, "--out", str(out)]) in (0, 1)
+        outs[name] = json.loads((out / "audit.json").read_text())
+        assert (out / "audit.md").read_text().startswith("# Gradient-masking audit")
+        assert (out / "audit.html").stat().st_size > 100_000
+    r = subprocess.run([sys.executable, "-m", "gmreg_lab", "audit", "mymodels:lenet", "--weights", str(weights),
+                        *FAST, "--json"], cwd=tmp_path, capture_output=True, text=True, timeout=600,
+                       env={"PYTHONPATH": f"{tmp_path}:{ROOT}", "PATH": "/usr/bin:/bin"})
+    assert r.returncode in (0, 1), r.stderr[-2000:]
+    outs["factory"] = json.loads(r.stdout)
+    clean = {k: v["table"]["clean"] for k, v in outs.items()}
+    assert len(set(clean.values())) == 1, clean   # the same weights, whatever the format
+
+
+def test_bad_models_and_data_get_one_line(trained_lenet, tmp_path, capsys, test_images):
+    x, y = test_images
+    junk = tmp_path / "junk.pt"
+    junk.write_bytes(b"not a model at all")
+    torch.jit.script(Probabilities(trained_lenet)).save(str(tmp_path / "probs.pt"))
+    nan = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(784, 10))
+    with torch.no_grad():
+        nan[1].bias.fill_(float("nan"))
+    torch.jit.script(nan).save(str(tmp_path / "nan.pt"))
+    resnet = gl.models.build("resnet18", "cifar10", normalize=False).eval()  # (3-channel mean/std would broadcast)
+    torch.jit.trace(resnet, torch.rand(2, 3, 32, 32)).save(str(tmp_path / "cifar.pt"))
+    torch.save({"images": x * 255, "labels": y}, tmp_path / "bad_pixels.pt")
+    cases = {str(junk): "is not a model file", str(tmp_path / "probs.pt"): "returns probabilities",
+             str(tmp_path / "nan.pt"): "NaN", str(tmp_path / "cifar.pt"): "fails on inputs of shape",
+             "nosuch.module:thing": "cannot import", str(tmp_path / "missing.pt"): "no such file",
+             str(tmp_path / "static.pt2"): "batches of any size"}
+    torch.export.save(torch.export.export(trained_lenet, (x[:2],)), str(tmp_path / "static.pt2"))
+    for spec, msg in cases.items():
+        assert main(["audit", spec, *FAST]) == 2, spec
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and err[0].startswith("gmreg-lab: error:") and msg in err[0], (spec, err)
+    assert main(["audit", str(tmp_path / "probs.pt"), "--data", str(tmp_path / "bad_pixels.pt"), *FAST]) == 2
+    assert "pixels must be in [0, 1]" in capsys.readouterr().err
+    with pytest.raises(ValueError, match="no such file"):
+        load_any_model(str(tmp_path / "none.pt2"))

@@ -1,0 +1,63 @@
+"""The executed course (``./kit.sh course``, gmreg_lab/course.py): its pages are static and small, and every committed
+page is current (made from the notebook as it is now)."""
+import json
+from pathlib import Path
+
+import nbformat
+import plotly.graph_objects as go
+import plotly.io as pio
+import pytest
+
+from gmreg_lab import course
+
+ROOT = Path(__file__).resolve().parent.parent
+COURSE = ROOT / "course"
+MANIFEST = COURSE / "MANIFEST.json"
+
+
+def test_page_draws_figures_with_one_shared_plotly_and_notes_widgets():
+    fig = go.Figure(go.Scatter(x=[0, 1, 2], y=[3, 1, 2], name="a curve"))
+    nb = nbformat.v4.new_notebook()
+    nb.cells = [nbformat.v4.new_markdown_cell("# A title"),
+                nbformat.v4.new_code_cell("fig", outputs=[nbformat.v4.new_output(
+                    "display_data", data={course.PLOTLY_MIME: json.loads(pio.to_json(fig))})]),
+                nbformat.v4.new_code_cell("w", outputs=[nbformat.v4.new_output(
+                    "display_data", data={course.WIDGET_MIME: {"model_id": "x", "version_major": 2}})])]
+    html = course.to_html(nb, "> banner: made by the test")
+    assert "banner: made by the test" in html and "A title" in html
+    assert "a curve" in html and "Plotly.newPlot" in html            # the figure is drawn, from its data
+    assert html.count('<script src="plotly.min.js"') == 1             # plotly.js shared, not inlined
+    assert len(html) < 1_000_000                                      # (inlined plotly.js alone is ~3.5 MB)
+    assert "interactive widget stood here" in html
+
+
+def _manifest():
+    if not MANIFEST.exists():
+        pytest.skip("no executed course committed (course/MANIFEST.json)")
+    return json.loads(MANIFEST.read_text())
+
+
+def test_committed_course_is_current_and_small():
+    manifest = _manifest()
+    stale = {name: e["notebook"] for name, e in manifest.items()
+             if course.sha256(ROOT / e["notebook"]) != e["sha256"]}
+    assert not stale, (f"notebooks changed after their course page was made: {stale}; rerun "
+                       f"`./kit.sh course --only {','.join(n[:2] for n in stale)}`")
+    for e in manifest.values():
+        page = COURSE / e["html"]
+        assert page.exists(), page
+        assert e["sha256"][:16] in page.read_text(), f"{page} does not record its notebook's hash"
+        assert e["command"] == course.COMMAND and e["machine"] and e["started"], e
+    size = sum(p.stat().st_size for p in COURSE.rglob("*") if p.is_file())
+    assert size < 15e6, f"course/ is {size / 1e6:.1f} MB"
+
+
+def test_committed_course_covers_notebooks_and_says_which_failed():
+    manifest = _manifest()
+    notebooks = {p.stem for p in (ROOT / "notebooks").glob("[0-9][0-9]_*.ipynb")}
+    assert set(manifest) <= notebooks, set(manifest) - notebooks
+    index = (COURSE / "index.html").read_text()
+    for e in manifest.values():
+        assert e["html"] in index
+        if not e["passed"]:
+            assert "FAILED" in (COURSE / e["html"]).read_text()

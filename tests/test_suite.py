@@ -1,0 +1,53 @@
+"""The peers suite (FGSM-RS, N-FGSM, GradAlign beside the paper's methods) and the collapse detector."""
+
+import json
+import re
+
+import pytest
+
+from gmreg_lab.diagnostics import collapse, stays_from
+
+
+def _rows(accs, every=50):
+    return [{"event": "log", "iteration": every * (i + 1), "acc_pgd": a} for i, a in enumerate(accs)]
+
+
+def test_collapse_is_a_fall_that_lasts_after_real_robustness():
+    c = collapse(_rows([20, 45, 60, 52, 8, 3, 1, 0]))
+    assert c == {"collapsed": True, "iteration": 250, "peak": 60, "final": 0}
+    assert not collapse(_rows([20, 45, 60, 8, 40, 55]))["collapsed"], "a dip it recovers from is no collapse"
+    never = collapse(_rows([2, 4, 6, 3]))
+    assert not never["collapsed"] and never["peak"] == 6, "never robust: nothing to lose"
+    assert stays_from(_rows([1, 20, 3, 2]), lambda r: r["acc_pgd"] < 10) == 150
+    assert collapse([])["collapsed"] is False
+
+
+@pytest.mark.slow
+def test_peers_suite_smoke_writes_every_cell_and_is_cached(tmp_path):
+    pytest.importorskip("plotly")
+    from gmreg_lab.suite import peers
+
+    out = tmp_path / "s"
+    s = peers("smoke", out, methods="fgsm,proposed,fgsm_rs,nfgsm,gradalign", progress=False, jobs=1)
+    assert set(s["results"]) == {f"{m}_eps{e:g}" for m in ("fgsm", "proposed", "fgsm_rs", "nfgsm", "gradalign")
+                                 for e in (0.1, 0.3)}
+    for r in s["results"].values():
+        assert set(r["acc"]) == {"clean", "fgsm", "pgd-4"} and r["worst"]["robust"] <= r["acc"]["pgd-4"] + 1e-9
+        assert r["logit_dist"] >= 0 and set(r["collapse"]) == {"collapsed", "iteration", "peak", "final"}
+    assert {"fgsm", "proposed", "fgsm_rs", "nfgsm", "gradalign"} <= set(s["bench"]["seconds_per_epoch"])
+    text = (out / "SUITE.md").read_text()
+    assert len(re.findall(r"\| N-FGSM \| 0\.[13] \|", text)) == 2 and "GradAlign" in text and "82.93" in text
+    assert (out / "suite.html").stat().st_size > 100_000
+    stamps = {p: p.stat().st_mtime_ns for p in out.rglob("*.pt")}
+    again = peers("smoke", out, methods="fgsm,proposed,fgsm_rs,nfgsm,gradalign", progress=False, jobs=1)
+    assert json.dumps(again["results"], sort_keys=True) == json.dumps(s["results"], sort_keys=True)
+    assert all(p.stat().st_mtime_ns == t for p, t in stamps.items())
+
+
+def test_unknown_suite_method_or_scale_is_a_clear_error(tmp_path):
+    from gmreg_lab.suite import peers
+
+    with pytest.raises(ValueError, match="unknown suite method"):
+        peers("smoke", tmp_path, methods="fgsm,magic")
+    with pytest.raises(ValueError, match="unknown scale"):
+        peers("huge", tmp_path)
