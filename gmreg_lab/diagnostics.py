@@ -121,22 +121,28 @@ def masking_report(model, x, y, eps: float, *, alpha: Optional[float] = None, st
                             {"black_box": bb, "white_box": pgd_acc}))
     else:
         checks.append(Check("black_box_not_stronger", None, "no source model given", {}))
-    checks += _gradient_free_checks(model, x, y, eps, checks[0].numbers["fgsm"], pgd_acc, square_queries,
+    strongest = min(pgd_acc, checks[3].numbers["pgd_more"])   # the strongest gradient attack run above
+    checks += _gradient_free_checks(model, x, y, eps, checks[0].numbers["fgsm"], strongest, square_queries,
                                     search_queries, kw)
     return MaskingReport(checks + _gradient_checks(model, x, y, eps, alpha, seed, batch_size))
 
 
+def gradient_free_check(square_acc: float, gradient_acc: float, queries: int) -> Check:
+    """Square with ``queries`` queries must not beat the strongest gradient-based attack by more than noise."""
+    return Check("gradient_free_not_stronger", square_acc + NOISE_POINTS >= gradient_acc,
+                 f"Square-{queries} {square_acc:.1f}% vs the strongest PGD run {gradient_acc:.1f}% (an attack without "
+                 f"gradients must not beat the gradient-based ones)", {"square": square_acc, "pgd": gradient_acc})
+
+
 def _gradient_free_checks(model, x, y, eps, fgsm_acc, pgd_acc, queries, search_queries, kw) -> list:
-    """Square, which never reads a gradient (Andriushchenko et al. 2020): with a full budget it must not beat PGD
-    (AutoAttack's flag: gradients hidden even from an iterative attack), and a 20-query random search must not
-    beat FGSM (the gradient at x points nowhere useful: FGSM-AT's failure, which PGD's many steps still see
-    through)."""
+    """Square, which never reads a gradient (Andriushchenko et al. 2020): with a full budget it must not beat the
+    strongest gradient attack run (``pgd_acc``: the better of PGD and PGD with more steps and restarts; AutoAttack's
+    flag: gradients hidden even from an iterative attack), and a 20-query random search must not beat FGSM (the
+    gradient at x points nowhere useful: FGSM-AT's failure, which PGD's many steps still see through)."""
     out = []
     if queries:
         sq = attack_stats(model, Attack("square", queries), x, y, eps, early_stop=True, **kw)["acc"]
-        out.append(Check("gradient_free_not_stronger", sq + NOISE_POINTS >= pgd_acc,
-                         f"Square-{queries} {sq:.1f}% vs PGD {pgd_acc:.1f}% (an attack without gradients must not "
-                         f"beat the gradient-based one)", {"square": sq, "pgd": pgd_acc}))
+        out.append(gradient_free_check(sq, pgd_acc, queries))
     else:
         out.append(Check("gradient_free_not_stronger", None, "skipped (square_queries=0)", {}))
     if search_queries:

@@ -129,3 +129,13 @@ def test_bad_models_and_data_get_one_line(trained_lenet, tmp_path, capsys, test_
     assert "pixels must be in [0, 1]" in capsys.readouterr().err
     with pytest.raises(ValueError, match="no such file"):
         load_any_model(str(tmp_path / "none.pt2"))
+
+
+def test_gradient_free_check_compares_with_the_strongest_gradient_attack():
+    """The paper-scale proposed model: Square-1000 88.3 % beat PGD-40 with the paper's small step (91.2 %) but not
+    PGD-100 x 3 restarts (87.9 %): no hidden gradients, a weak PGD. A model whose every gradient attack stalls fails."""
+    from gmreg_lab.diagnostics import gradient_free_check
+
+    assert gradient_free_check(88.3, min(91.2, 87.9), 1000).passed
+    assert not gradient_free_check(40.0, min(91.2, 87.9), 1000).passed
+    assert "the strongest PGD run 87.9%" in gradient_free_check(88.3, 87.9, 1000).detail

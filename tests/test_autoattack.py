@@ -63,6 +63,11 @@ def test_ensemble_runs_each_attack_on_what_the_earlier_ones_left():
     assert r["clean"] == 100 and r["broke"] == {"A": 2, "B": 2} and r["robust"] == pytest.approx(60)
     assert r["robust_after"] == {"A": pytest.approx(80), "B": pytest.approx(60)}
     assert len(seen[1]) == 8, "B only saw the 8 survivors of A"
+    seen.clear()
+    e = ensemble(Reader(), x, y, {"A": breaker([0, 1]), "B": breaker([1, 2, 3])}, every=True)
+    assert [len(s) for s in seen] == [10, 10], "every=True: each attack on every example"
+    assert e["acc"] == {"A": pytest.approx(80), "B": pytest.approx(70)} and e["broke"] == {"A": 2, "B": 2}
+    assert e["robust"] == pytest.approx(60)
 
 
 def test_worst_case_is_never_above_any_single_attack(trained_lenet, mnist_test):
