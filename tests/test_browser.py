@@ -3,6 +3,7 @@ eps slider moved with the keyboard, in 03 the loss landscape's model picker chan
 to have been redrawn. Skipped cleanly when
 /usr/bin/chromium or playwright is missing (``./kit.sh test`` installs chromium with apt)."""
 
+import contextlib
 import os
 import secrets
 import shutil
@@ -77,6 +78,21 @@ def lab_server(tmp_path):
         log.close()
 
 
+@contextlib.contextmanager
+def _browser_page(errors):
+    """A headless chromium page; page errors are appended to ``errors``."""
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=ARGS)
+        try:
+            page = browser.new_page(viewport={"width": 1400, "height": 1800})
+            page.on("pageerror", lambda e: errors.append(str(e)))
+            yield page
+        finally:
+            browser.close()
+
+
 def _run_all(page, url, token, notebook, timeout_ms):
     """Open ``notebook`` in JupyterLab, Run All Cells, and wait until its last cell printed "all checks passed"."""
     page.goto(f"{url}/lab/tree/{notebook}?token={token}")
@@ -90,30 +106,22 @@ def _run_all(page, url, token, notebook, timeout_ms):
 
 
 def test_notebook_01_in_a_real_browser(lab_server, tmp_path):
-    from playwright.sync_api import sync_playwright
-
     url, token = lab_server
-    with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=ARGS)
-        try:
-            page = browser.new_page(viewport={"width": 1400, "height": 1800})
-            errors = []
-            page.on("pageerror", lambda e: errors.append(str(e)))
-            _run_all(page, url, token, "01_adversarial_examples.ipynb", 240_000)   # (the last cell sets eps 0.3)
-            page.wait_for_function(f"() => {{ const f = ({EXPLORER})(); return f && f.title.includes('0.3'); }}",
-                                   timeout=60_000)
-            before = page.evaluate(EXPLORER)
-            page.screenshot(path=str(tmp_path / "before.png"), full_page=True)
-            handle = page.locator(".widget-slider .noUi-handle").first   # the explorer's eps slider
-            handle.click()
-            handle.press("ArrowRight")                              # step 0.01: 0.30 -> 0.32
-            handle.press("ArrowRight")
-            page.wait_for_function(
-                f"() => {{ const f = ({EXPLORER})(); return f && f.title.includes('eps = 0.32'); }}", timeout=60_000)
-            after = page.evaluate(EXPLORER)
-            page.screenshot(path=str(tmp_path / "after.png"), full_page=True)
-        finally:
-            browser.close()
+    errors = []
+    with _browser_page(errors) as page:
+        _run_all(page, url, token, "01_adversarial_examples.ipynb", 240_000)   # (the last cell sets eps 0.3)
+        page.wait_for_function(f"() => {{ const f = ({EXPLORER})(); return f && f.title.includes('0.3'); }}",
+                               timeout=60_000)
+        before = page.evaluate(EXPLORER)
+        page.screenshot(path=str(tmp_path / "before.png"), full_page=True)
+        handle = page.locator(".widget-slider .noUi-handle").first   # the explorer's eps slider
+        handle.click()
+        handle.press("ArrowRight")                              # step 0.01: 0.30 -> 0.32
+        handle.press("ArrowRight")
+        page.wait_for_function(
+            f"() => {{ const f = ({EXPLORER})(); return f && f.title.includes('eps = 0.32'); }}", timeout=60_000)
+        after = page.evaluate(EXPLORER)
+        page.screenshot(path=str(tmp_path / "after.png"), full_page=True)
     assert after["title"] != before["title"] and "0.32" in after["title"], (before["title"], after["title"])
     assert after["y"] != before["y"] and after["z"] != before["z"]   # probabilities and adversarial image redrawn
     assert (tmp_path / "after.png").stat().st_size > 10_000
@@ -129,25 +137,17 @@ LANDSCAPE = """() => {
 
 
 def test_notebook_03_landscape_model_picker_in_a_real_browser(lab_server, tmp_path):
-    from playwright.sync_api import sync_playwright
-
     url, token = lab_server
-    with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=ARGS)
-        try:
-            page = browser.new_page(viewport={"width": 1400, "height": 1800})
-            errors = []
-            page.on("pageerror", lambda e: errors.append(str(e)))
-            _run_all(page, url, token, "03_logit_distance.ipynb", 420_000)
-            page.wait_for_function(f"() => ({LANDSCAPE})() !== null", timeout=60_000)
-            before = page.evaluate(LANDSCAPE)
-            picker = page.locator(".widget-dropdown select").filter(has=page.locator("option", has_text="PGD-AT"))
-            picker.first.select_option(label="PGD-AT")             # what a learner does with the model picker
-            page.wait_for_function(
-                f"() => {{ const f = ({LANDSCAPE})(); return f && f.title.startsWith('PGD-AT:'); }}", timeout=90_000)
-            after = page.evaluate(LANDSCAPE)
-            page.screenshot(path=str(tmp_path / "landscape.png"), full_page=True)
-        finally:
-            browser.close()
+    errors = []
+    with _browser_page(errors) as page:
+        _run_all(page, url, token, "03_logit_distance.ipynb", 420_000)
+        page.wait_for_function(f"() => ({LANDSCAPE})() !== null", timeout=60_000)
+        before = page.evaluate(LANDSCAPE)
+        picker = page.locator(".widget-dropdown select").filter(has=page.locator("option", has_text="PGD-AT"))
+        picker.first.select_option(label="PGD-AT")             # what a learner does with the model picker
+        page.wait_for_function(
+            f"() => {{ const f = ({LANDSCAPE})(); return f && f.title.startsWith('PGD-AT:'); }}", timeout=90_000)
+        after = page.evaluate(LANDSCAPE)
+        page.screenshot(path=str(tmp_path / "landscape.png"), full_page=True)
     assert after["z"] != before["z"], "the loss surface was redrawn for the picked model"
     assert not errors, errors
