@@ -19,11 +19,6 @@ from .errors import GmregError
 DATASETS = ("mnist", "cifar10")
 METHODS = ("normal", "fgsm", "rfgsm", "fgsm_rfgsm", "eat", "pgd", "proposed", "fgsm_rs", "nfgsm", "gradalign")
 PRECISIONS = ("fp32", "bf16")
-# The R-FGSM-AT and FGSM + R-FGSM *baselines* (Table 3, notebooks 04/05) use Tramer et al.'s R-FGSM noise,
-# alpha = BASELINE_RFGSM_ALPHA x eps; the proposed method keeps the small alpha of DATASET_DEFAULTS (the authors'
-# code). At alpha = 0.01 both baselines mask completely, unlike the paper's rows (REPRODUCTION.md).
-BASELINE_RFGSM_ALPHA = 0.5
-BASELINES_RFGSM = ("rfgsm", "fgsm_rfgsm")
 
 # Dataset-dependent defaults (pixel units for every epsilon / step size).
 DATASET_DEFAULTS: dict[str, dict[str, Any]] = {
@@ -65,8 +60,7 @@ class TrainConfig:
     model: Optional[str] = None             # architecture name; None -> lenet_plus (MNIST) / resnet34 (CIFAR-10)
     method: str = "proposed"                # one of METHODS
     eps: Optional[float] = None             # L-inf radius of training adversaries, pixels in [0, 1]; 0.3 / 8/255
-    alpha: Optional[float] = None           # R-FGSM noise size, pixels (Eq. 2); 0.01 (MNIST) / 2/255 (CIFAR-10);
-                                            # method rfgsm / fgsm_rfgsm (baselines): eps / 2
+    alpha: Optional[float] = None           # R-FGSM noise size, pixels (Eq. 2); 0.01 (MNIST) / 2/255 (CIFAR-10)
     lam: float = 5.0                        # lambda of Eq. 8 (only for method "proposed"; 0 = the ablation)
     epochs: Optional[int] = None            # passes over the training set; 20 / 100
     batch_size: Optional[int] = None        # clean samples per minibatch (m of Algorithm 1); 32 / 64
@@ -103,9 +97,6 @@ class TrainConfig:
         check_choice("dataset", self.dataset, DATASETS)
         check_choice("method", self.method, METHODS)
         check_choice("precision", self.precision, PRECISIONS)
-        if self.alpha is None and self.method in BASELINES_RFGSM:   # Tramer et al.'s noise for the baselines
-            eps = self.eps if self.eps is not None else DATASET_DEFAULTS[self.dataset]["eps"]
-            object.__setattr__(self, "alpha", BASELINE_RFGSM_ALPHA * eps)
         for key, value in DATASET_DEFAULTS[self.dataset].items():
             if getattr(self, key) is None:
                 object.__setattr__(self, key, value)

@@ -21,7 +21,7 @@ from . import data as data_mod
 from . import jobs as jobs_mod
 from . import paper
 from .attacks import apgd, apgd_t, pgd
-from .config import BASELINES_RFGSM, TrainConfig
+from .config import TrainConfig
 from .diagnostics import masking_report
 from .errors import GmregError
 from .evaluate import evaluate, outcomes, sweep, transfer
@@ -110,8 +110,8 @@ def plan(dataset: str, scale: Scale) -> dict[str, TrainConfig]:
     t = scale.train
     runs["normal"] = base.replace(method="normal", **t)
     runs["fgsm"] = base.replace(method="fgsm", **t)
-    for m in BASELINES_RFGSM:   # alpha=None: TrainConfig's rule for the baselines, eps / 2 (Tramer et al.)
-        runs[m] = base.replace(method=m, alpha=None, **t)
+    runs["rfgsm"] = base.replace(method="rfgsm", **t)
+    runs["fgsm_rfgsm"] = base.replace(method="fgsm_rfgsm", **t)
     runs["proposed_lam0"] = base.replace(method="proposed", lam=0.0, **t)
     runs["proposed"] = base.replace(method="proposed", **t)
     runs["pgd"] = base.replace(method="pgd", **{**t, **scale.pgd})
