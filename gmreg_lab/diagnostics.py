@@ -121,7 +121,8 @@ def masking_report(model, x, y, eps: float, *, alpha: Optional[float] = None, st
                             {"black_box": bb, "white_box": pgd_acc}))
     else:
         checks.append(Check("black_box_not_stronger", None, "no source model given", {}))
-    strongest = min(pgd_acc, checks[3].numbers["pgd_more"])   # the strongest gradient attack run above
+    more = next(c for c in checks if c.name == "more_steps_and_restarts_dont_help")
+    strongest = min(pgd_acc, more.numbers["pgd_more"])   # the strongest gradient attack run above
     checks += _gradient_free_checks(model, x, y, eps, checks[0].numbers["fgsm"], strongest, square_queries,
                                     search_queries, kw)
     return MaskingReport(checks + _gradient_checks(model, x, y, eps, alpha, seed, batch_size))

@@ -130,10 +130,11 @@ def test_committed_paper_scale_row_matches_the_paper():
     cc = s["crosscheck"]["proposed"]
     assert cc["n"] >= 1000 and cc["apgd_t_target_classes"] == 9
     assert cc["ours_worst_case"] <= cc["torchattacks_worst_case"] + 2
-    aa = s.get("autoattack", {}).get("proposed")
-    if aa is not None:   # the AutoAttack-standard headline: both implementations, the same images
-        assert aa["n"] >= 1000 and aa["ours"]["settings"]["queries"] == 5000
-        assert abs(aa["gap_points"]) <= 2 and aa["robust"] <= cc["ours_worst_case"] + 0.5, aa
+    aa = s["autoattack"]["proposed"]   # the AutoAttack-standard headline: both implementations, the same images
+    assert aa["n"] >= 1000 and aa["ours"]["settings"] == {"steps": 100, "targets": 9, "queries": 5000}
+    assert aa["torchattacks"]["settings"] == aa["ours"]["settings"] and aa["ours"]["n"] == aa["torchattacks"]["n"]
+    assert abs(aa["gap_points"]) <= 2 and aa["robust"] == min(aa["ours"]["robust"], aa["torchattacks"]["robust"])
+    assert aa["robust"] <= cc["ours_worst_case"] + 0.5, aa
 
 
 def test_tables_pair_each_column_with_the_paper_value_of_the_same_attack():
