@@ -75,7 +75,7 @@ class TrainConfig:
     rs_step: float = 1.25                   # FGSM-RS: step after the uniform start, in units of eps (Wong et al.)
     nfgsm_k: float = 2.0                    # N-FGSM: noise U(-k eps, k eps), in units of eps (de Jorge et al.)
     align_lam: Optional[float] = None       # GradAlign's lambda; 0.2 at 8/255 on CIFAR-10 (their scripts), MNIST:
-                                            #   see README (chosen here by a small sweep)
+                                            #   1.0, chosen here by a small sweep (README, "Beyond the paper")
     val_size: Optional[int] = None          # images held out of the training split for validation; 10000
     limit: Optional[int] = None             # train on only the first `limit` training images (quick runs)
     select_best: bool = True                # keep the epoch with the best validation I-FGSM-3 accuracy too

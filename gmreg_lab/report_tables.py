@@ -152,8 +152,9 @@ def render_suite(summary: dict, out) -> str:
              f"`suite.json`: `scale_settings`, each run's `config`); first {sc['eval_limit']} test images.", "",
              f"Worst case: an image counts as robust only if every attack of `{sc['worst']}` fails on it (run one "
              "after another on what the earlier ones left). Logit distance: mean L2 distance of the FGSM and "
-             "R-FGSM logits on the test images (the paper's diagnostic). Collapse: the PGD probe fell under 10 % "
-             "and stayed there after having been above 30 % (catastrophic overfitting).", "",
+             "R-FGSM logits on the test images (the paper's diagnostic). Collapse: the PGD probe (PGD-10 on 200 "
+             "validation images) fell under 10 % and stayed there to the end after having reached "
+             f"{summary.get('collapse_peak', 30):g} % (catastrophic overfitting).", "",
              "| method | eps | clean | FGSM | PGD-40 | worst case | logit distance | collapsed at iteration |",
              "|---|---|---|---|---|---|---|---|"]
     res = summary.get("results", {})

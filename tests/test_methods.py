@@ -107,6 +107,25 @@ def test_gradalign_step_by_hand_and_its_double_backward():
     assert torch.allclose(auto, fd, rtol=2e-2, atol=2e-4), (auto, fd)
 
 
+def test_gradalign_step_runs_in_fp32_under_bf16_autocast():
+    """The training loop wraps every step in bf16 autocast by default; GradAlign's cosine of input gradients and its
+    double backward are too coarse in bf16 to train on (README), so its step opts out: the same loss and weight
+    gradient with and without the loop's autocast, while a bf16 forward of the same model differs."""
+    model, x, y = _linear()
+    model[1].weight.data *= 10
+    cfg = tiny_cfg(method="gradalign", eps=0.3, align_lam=0.7, precision="bf16")
+    runs = []
+    for precision in ("fp32", "bf16"):
+        ctx = gl.training.StepContext(model, cfg, torch.Generator().manual_seed(11))
+        with gl.runtime.autocast(torch.device("cpu"), precision):
+            loss, _ = gl.training.STEPS["gradalign"](ctx, x, y)
+        runs.append((loss.detach(), torch.autograd.grad(loss, model[1].weight)[0]))
+    (l32, g32), (l16, g16) = runs
+    assert l16.dtype == torch.float32 and torch.allclose(l16, l32, rtol=1e-6) and torch.allclose(g16, g32, rtol=1e-5)
+    with gl.runtime.autocast(torch.device("cpu"), "bf16"):
+        assert model(x).dtype == torch.bfloat16          # the autocast was on: the opt-out is the step's
+
+
 @pytest.mark.parametrize("method", ["fgsm_rs", "nfgsm", "gradalign"])
 def test_new_methods_through_the_cli(method, tmp_path):
     from gmreg_lab.cli import main

@@ -2,6 +2,7 @@
 
 import json
 import re
+from pathlib import Path
 
 import pytest
 
@@ -51,3 +52,28 @@ def test_unknown_suite_method_or_scale_is_a_clear_error(tmp_path):
         peers("smoke", tmp_path, methods="fgsm,magic")
     with pytest.raises(ValueError, match="unknown scale"):
         peers("huge", tmp_path)
+
+
+def test_committed_quick_suite_is_complete_and_says_what_the_readme_says():
+    """results/mnist-peers-quick (the committed CPU suite): every method at every eps with the worst case, the
+    distance, the collapse verdict and the cost; and the README's sentences about it hold in its numbers."""
+    root = Path(__file__).resolve().parent.parent / "results" / "mnist-peers-quick"
+    if not (root / "suite.json").exists():
+        pytest.skip("no committed peers suite")
+    s = json.loads((root / "suite.json").read_text())
+    from gmreg_lab.suite import PEERS, SUITE_SCALES, suite_runs
+    assert s["scale"] == "quick" and set(s["methods"]) == set(PEERS)
+    assert set(s["results"]) == set(suite_runs("mnist", SUITE_SCALES["quick"]))
+    for name, r in s["results"].items():
+        pgd = r["acc"]["pgd-40"]
+        assert r["worst"]["robust"] <= pgd + 1e-9 and r["worst"]["n"] == SUITE_SCALES["quick"].eval_limit, name
+        assert r["collapse"]["collapsed"] == (r["collapse"]["iteration"] is not None), name
+    assert set(PEERS) <= set(s["bench"]["seconds_per_epoch"])
+    text = (root / "SUITE.md").read_text()
+    assert all(f"| {n} |" in text for n in ("FGSM-AT", "FGSM-RS", "N-FGSM", "GradAlign", "PGD-AT"))
+    res = lambda m, e: s["results"][f"{m}_eps{e:g}"]          # noqa: E731
+    # README: FGSM-AT collapses at eps 0.3, the proposed method does not, and keeps the lowest logit distance there
+    assert res("fgsm", 0.3)["collapse"]["collapsed"] and not res("proposed", 0.3)["collapse"]["collapsed"]
+    assert res("proposed", 0.3)["logit_dist"] == min(res(m, 0.3)["logit_dist"] for m in PEERS if m != "nfgsm")
+    # README: at eps 0.3 the proposed method has the best worst case of the single-step methods
+    assert res("proposed", 0.3)["worst"]["robust"] == max(res(m, 0.3)["worst"]["robust"] for m in PEERS)
