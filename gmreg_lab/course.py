@@ -67,6 +67,9 @@ def to_html(nb, banner: str) -> str:
     import nbformat
     from nbconvert import HTMLExporter
 
+    notes = [line.strip() for cell in nb.cells for out in cell.get("outputs", []) if out.get("output_type") == "stream"
+             for line in out.get("text", "").splitlines() if line.startswith("NOTE:")]
+    banner += "".join(f"\n>\n> **{n}**" for n in notes)     # what a notebook flags (06: the CIFAR-10 stand-in) on top
     nb.cells.insert(0, nbformat.v4.new_markdown_cell(banner))
     _static_outputs(nb)
     exporter = HTMLExporter(template_name="lab")
@@ -81,7 +84,7 @@ def run_one(path: Path, out: Path, timeout: int) -> dict:
     import papermill as pm
 
     digest, started, t0 = sha256(path), dt.datetime.now().astimezone(), time.time()
-    executed = out / ".executed" / path.name
+    executed = out / ".executed" / str(os.getpid()) / path.name   # per process: two --only runs may share out/
     executed.parent.mkdir(parents=True, exist_ok=True)
     env_smoke = os.environ.pop("GMREG_SMOKE", None)
     error = None
@@ -118,6 +121,24 @@ def index_html(manifest: dict) -> str:
             f"</body></html>")
 
 
+def _record(out: Path, entries: dict) -> dict:
+    """Merge ``entries`` into ``out/MANIFEST.json`` and rewrite the index, under a lock and atomically, so that two
+    ``--only`` runs side by side (one per core) keep each other's pages; returns the whole manifest."""
+    import fcntl
+
+    manifest_file, scratch = out / "MANIFEST.json", out / ".executed"
+    scratch.mkdir(parents=True, exist_ok=True)
+    with open(scratch / "lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        manifest = json.loads(manifest_file.read_text()) if manifest_file.exists() else {}
+        manifest = dict(sorted({**manifest, **entries}.items()))
+        for name, text in (("MANIFEST.json", json.dumps(manifest, indent=2) + "\n"), ("index.html", index_html(manifest))):
+            tmp = scratch / f"{name}.{os.getpid()}"
+            tmp.write_text(text)
+            tmp.replace(out / name)
+    return manifest
+
+
 def main(argv=None) -> int:
     import plotly
 
@@ -129,18 +150,16 @@ def main(argv=None) -> int:
     out = Path(a.out)
     out.mkdir(parents=True, exist_ok=True)
     shutil.copy(Path(plotly.__file__).parent / "package_data" / "plotly.min.js", out / "plotly.min.js")
-    manifest_file = out / "MANIFEST.json"
-    manifest = json.loads(manifest_file.read_text()) if manifest_file.exists() else {}
     wanted = [p for p in sorted(NOTEBOOKS.glob("[0-9][0-9]_*.ipynb"))
               if a.only is None or p.name[:2] in a.only.split(",")]
     for path in wanted:
         print(f"course: {path.name} ...", flush=True)
-        manifest[path.stem] = entry = run_one(path, out, a.timeout)
+        entry = run_one(path, out, a.timeout)
+        manifest = _record(out, {path.stem: entry})
         print(f"course: {path.name} {'passed' if entry['passed'] else 'FAILED'} in {entry['seconds'] / 60:.1f} min",
               flush=True)
-        manifest_file.write_text(json.dumps(dict(sorted(manifest.items())), indent=2) + "\n")
-    (out / "index.html").write_text(index_html(dict(sorted(manifest.items()))))
-    shutil.rmtree(out / ".executed", ignore_errors=True)
+    manifest = _record(out, {})
+    shutil.rmtree(out / ".executed" / str(os.getpid()), ignore_errors=True)
     failed = [k for k, e in manifest.items() if not e["passed"]]
     if failed:
         print(f"course: FAILED: {', '.join(failed)}", file=sys.stderr)

@@ -213,9 +213,11 @@ def stays_from(rows, cond) -> Optional[int]:
     return start
 
 
-def collapse(rows, *, key: str = "acc_pgd", low: float = 10.0, high: float = 30.0) -> dict:
+def collapse(rows, *, key: str = "acc_pgd", low: float = 10.0, high: float = 15.0) -> dict:
     """Catastrophic overfitting (or the masking collapse of FGSM-AT) in a run's log rows: the PGD probe falls below
-    ``low`` % and stays there to the end, after having reached at least ``high`` % before.
+    ``low`` % and stays there to the end, after having reached at least ``high`` % before. ``high`` is low because
+    short runs are weak: one MNIST epoch of FGSM-AT from raw pixels at eps 0.3 takes the PGD-10 probe only to about
+    20 % (seed 0: 21.5 %) before it falls to 0.
 
     Returns ``{"collapsed", "iteration" (the first row of the final low stretch, or None), "peak", "final"}``;
     a run that never reached ``high`` never had robustness to lose (``collapsed`` False)."""

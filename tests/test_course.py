@@ -29,6 +29,10 @@ def test_page_draws_figures_with_one_shared_plotly_and_notes_widgets():
     assert html.count('<script src="plotly.min.js"') == 1             # plotly.js shared, not inlined
     assert len(html) < 1_000_000                                      # (inlined plotly.js alone is ~3.5 MB)
     assert "interactive widget stood here" in html
+    nb.cells.append(nbformat.v4.new_code_cell("print(...)", outputs=[nbformat.v4.new_output(
+        "stream", name="stdout", text="data: 600 images\nNOTE: this run uses a GENERATED STAND-IN\n")]))
+    html = course.to_html(nb, "> banner")
+    assert html.index("GENERATED STAND-IN") < html.index("A title"), "a notebook's NOTE: lines are repeated on top"
 
 
 def _manifest():
@@ -52,12 +56,27 @@ def test_committed_course_is_current_and_small():
     assert size < 15e6, f"course/ is {size / 1e6:.1f} MB"
 
 
-def test_committed_course_covers_notebooks_and_says_which_failed():
+def test_committed_course_covers_every_notebook_and_says_which_failed():
     manifest = _manifest()
     notebooks = {p.stem for p in (ROOT / "notebooks").glob("[0-9][0-9]_*.ipynb")}
-    assert set(manifest) <= notebooks, set(manifest) - notebooks
+    assert set(manifest) == notebooks, (f"pages without a notebook: {set(manifest) - notebooks}; notebooks without "
+                                        f"a page (run `./kit.sh course --only NN`): {notebooks - set(manifest)}")
     index = (COURSE / "index.html").read_text()
     for e in manifest.values():
         assert e["html"] in index
         if not e["passed"]:
             assert "FAILED" in (COURSE / e["html"]).read_text()
+
+
+def test_two_course_runs_side_by_side_keep_each_others_pages(tmp_path):
+    """``--only 01`` and ``--only 02`` in two processes share one course/: each merges its entry into the manifest
+    as it is on disk at that moment, so the later one does not drop the earlier one's page."""
+    a = {"notebook": "notebooks/01_a.ipynb", "html": "01_a.html", "seconds": 60.0, "passed": True, "started": "t0"}
+    b = {**a, "notebook": "notebooks/02_b.ipynb", "html": "02_b.html", "passed": False}
+    course._record(tmp_path, {"01_a": a})
+    merged = course._record(tmp_path, {"02_b": b})
+    assert merged == {"01_a": a, "02_b": b} == json.loads((tmp_path / "MANIFEST.json").read_text())
+    index = (tmp_path / "index.html").read_text()
+    assert "01_a.html" in index and "02_b.html" in index and "FAILED" in index
+    assert course._record(tmp_path, {"01_a": {**a, "seconds": 1.0}})["01_a"]["seconds"] == 1.0   # a rerun replaces
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".executed", "MANIFEST.json", "index.html"]

@@ -31,6 +31,28 @@ def test_on_a_linear_model_fgsm_finds_the_top_of_the_slice(small_batch):
     assert set(d["points"]) == {"x", "fgsm", "noise", "rfgsm", "pgd"}
 
 
+def test_every_grid_point_is_the_loss_at_that_point_across_chunks(small_batch):
+    """The grid is evaluated in chunks of GRID_CHUNK images: each cell still holds the loss of x + a u + b v (projected
+    into the ball and [0, 1]), recomputed here one point at a time (the oracle), in every chunk."""
+    from gmreg_lab import landscape
+
+    model = _linear()
+    x, y = small_batch
+    grid, eps = 13, 0.1
+    assert grid * grid > landscape.GRID_CHUNK, "the test must span more than one chunk"
+    d = loss_landscape(model, x[:1], y[0], eps, 0.01, grid=grid)
+    xi = x[:1].clone().requires_grad_(True)
+    u = torch.autograd.grad(torch.nn.functional.cross_entropy(model(xi), y[:1]), xi)[0].sign()
+    u = torch.where(u == 0, torch.ones_like(u), u)
+    v = 2 * torch.randint(0, 2, x[:1].shape, generator=torch.Generator().manual_seed(0)) - 1
+    for i, j in ((0, 0), (5, 7), (9, 12), (12, 3), (12, 12)):     # cells in the first and the second chunk
+        a, b = d["a"][j], d["b"][i]
+        p = torch.min(torch.max(x[:1] + a * u + b * v, x[:1] - eps), x[:1] + eps).clamp(0, 1)
+        with torch.no_grad():
+            want = float(torch.nn.functional.cross_entropy(model(p), y[:1]))
+        assert d["loss"][i][j] == pytest.approx(want, rel=1e-5, abs=1e-6), (i, j)
+
+
 def test_bad_arguments():
     model = _linear()
     with pytest.raises(ValueError, match="one image"):

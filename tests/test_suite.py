@@ -21,6 +21,8 @@ def test_collapse_is_a_fall_that_lasts_after_real_robustness():
     assert not never["collapsed"] and never["peak"] == 6, "never robust: nothing to lose"
     assert stays_from(_rows([1, 20, 3, 2]), lambda r: r["acc_pgd"] < 10) == 150
     assert collapse([])["collapsed"] is False
+    short = collapse(_rows([5, 12, 21.5, 14, 6, 0, 0]))   # one epoch of FGSM-AT from raw pixels peaks near 20 %
+    assert short["collapsed"] and short["peak"] == 21.5
 
 
 @pytest.mark.slow
