@@ -132,7 +132,8 @@ def _record(out: Path, entries: dict) -> dict:
         fcntl.flock(lock, fcntl.LOCK_EX)
         manifest = json.loads(manifest_file.read_text()) if manifest_file.exists() else {}
         manifest = dict(sorted({**manifest, **entries}.items()))
-        for name, text in (("MANIFEST.json", json.dumps(manifest, indent=2) + "\n"), ("index.html", index_html(manifest))):
+        files = {"MANIFEST.json": json.dumps(manifest, indent=2) + "\n", "index.html": index_html(manifest)}
+        for name, text in files.items():
             tmp = scratch / f"{name}.{os.getpid()}"
             tmp.write_text(text)
             tmp.replace(out / name)
