@@ -213,11 +213,15 @@ def stays_from(rows, cond) -> Optional[int]:
     return start
 
 
-def collapse(rows, *, key: str = "acc_pgd", low: float = 10.0, high: float = 15.0) -> dict:
+# The peak (%) the PGD probe must have reached before a fall counts as a collapse. Low, because short runs are weak:
+# one MNIST epoch of FGSM-AT from raw pixels at eps 0.3 takes the PGD-10 probe only to about 20 % (seed 0: 21.5 %,
+# course/02) before it falls to 0, and one or two epochs at eps >= 0.3 take FGSM-AT and FGSM-RS to some 15-25 %.
+COLLAPSE_PEAK = 15.0
+
+
+def collapse(rows, *, key: str = "acc_pgd", low: float = 10.0, high: float = COLLAPSE_PEAK) -> dict:
     """Catastrophic overfitting (or the masking collapse of FGSM-AT) in a run's log rows: the PGD probe falls below
-    ``low`` % and stays there to the end, after having reached at least ``high`` % before. ``high`` is low because
-    short runs are weak: one MNIST epoch of FGSM-AT from raw pixels at eps 0.3 takes the PGD-10 probe only to about
-    20 % (seed 0: 21.5 %) before it falls to 0.
+    ``low`` % and stays there to the end, after having reached at least ``high`` % (``COLLAPSE_PEAK``) before.
 
     Returns ``{"collapsed", "iteration" (the first row of the final low stretch, or None), "peak", "final"}``;
     a run that never reached ``high`` never had robustness to lose (``collapsed`` False)."""
