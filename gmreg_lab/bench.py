@@ -22,7 +22,7 @@ import torch.nn.functional as F
 from .config import TrainConfig
 from .errors import GmregError
 from .models import build
-from .runtime import cudnn_autotune, resolve_device, sync
+from .runtime import cpu_description, cudnn_autotune, resolve_device, resolve_precision, sync
 from .training import StepContext, make_model, make_step
 
 EPOCH_IMAGES = {"mnist": 50_000, "cifar10": 40_000}
@@ -59,29 +59,41 @@ def _kit_step(cfg: TrainConfig, dev, graph: bool = False, compiled: bool = False
     return make_step(ctx, opt, dev, graphs=graph, compiled=compiled)
 
 
-def _variants(methods, cuda_graphs: bool, compiled: bool) -> dict:
-    """Timed variants: name -> (method, graph, compiled). ``+graph`` only where a CUDA graph applies (not EAT);
-    with ``compiled``, ``+compile+graph`` on a GPU (as the loop runs it there) or ``+compile`` on the CPU."""
-    out = {m: (m, False, False) for m in methods}
-    for m in methods:
-        capturable = cuda_graphs and m != "eat"   # EAT picks its source on the host each step
-        if capturable:
-            out[f"{m}+graph"] = (m, True, False)
-        if compiled:
-            out[f"{m}+compile+graph" if capturable else f"{m}+compile"] = (m, capturable, True)
+def _variants(methods, cuda_graphs: bool, compiled: bool, precisions=("fp32",)) -> dict:
+    """Timed variants: name -> (method, graph, compiled, precision). ``+graph`` only where a CUDA graph applies
+    (not EAT); with ``compiled``, ``+compile+graph`` on a GPU (as the loop runs it there) or ``+compile`` on the
+    CPU. With two precisions the second one's variants carry its name (``proposed+bf16``), so every ratio compares
+    a method with the same variant of normal / PGD in the same precision."""
+    out = {}
+    for i, prec in enumerate(precisions):
+        tag = f"+{prec}" if i else ""
+        for m in methods:
+            out[m + tag] = (m, False, False, prec)
+        for m in methods:
+            capturable = cuda_graphs and m != "eat"   # EAT picks its source on the host each step
+            if capturable:
+                out[f"{m}+graph{tag}"] = (m, True, False, prec)
+            if compiled:
+                out[(f"{m}+compile+graph" if capturable else f"{m}+compile") + tag] = (m, capturable, True, prec)
     return out
 
 
 def bench(dataset: str = "mnist", model: Optional[str] = None, batch_size: int = 128, batches: int = 5,
           rounds: int = 3, methods=("normal", "fgsm", "proposed", "pgd"), device="auto",
-          precision: str = "bf16", reference: bool = True, progress: bool = True,
+          precision: str = "both", reference: bool = True, progress: bool = True,
           cuda_graphs: Optional[bool] = None, compiled: bool = False) -> dict:
     """Median seconds per batch of each method, epoch equivalents and ratios; see the module docstring.
 
     ``cuda_graphs`` (default: on a GPU): also time each kit step captured as a CUDA graph (``<method>+graph``).
     ``compiled``: also time it with the model compiled (``+compile+graph`` on a GPU, ``+compile`` on the CPU);
-    compilation happens in the warm-up. Ratios of a variant are taken to the same variant of normal / PGD."""
+    compilation happens in the warm-up. Ratios of a variant are taken to the same variant of normal / PGD.
+
+    ``precision``: "both" (default) times every method in fp32 and under bf16 autocast in the same rounds
+    (``<method>+bf16``) and reports ``bf16_over_fp32`` per method; "fp32", "bf16" or "auto" time one. The result
+    names the CPU (:func:`runtime.cpu_description`) and what "auto" picks on this device."""
     dev = resolve_device(device)
+    if precision not in ("both", "auto", "fp32", "bf16"):
+        raise GmregError(f"unknown precision {precision!r}; valid: both, auto, fp32, bf16")
     cuda_graphs = dev.type == "cuda" if cuda_graphs is None else cuda_graphs
     if cuda_graphs and dev.type != "cuda":
         raise GmregError("cuda_graphs needs a CUDA device")
@@ -94,14 +106,15 @@ def _bench(dataset, model, batch_size, batches, rounds, methods, dev, precision,
            compiled):
     from tqdm.auto import tqdm
 
-    base = TrainConfig(dataset=dataset, model=model, batch_size=batch_size, precision=precision,
+    precisions = ("fp32", "bf16") if precision == "both" else (resolve_precision(precision, dev),)
+    base = TrainConfig(dataset=dataset, model=model, batch_size=batch_size, precision=precisions[0],
                        eat_sources=("-",))
     shape = (batch_size, 1, 28, 28) if dataset == "mnist" else (batch_size, 3, 32, 32)
     g = torch.Generator().manual_seed(0)
     x = torch.rand(shape, generator=g).to(dev)
     y = torch.randint(0, 10, (batch_size,), generator=g).to(dev)
-    steps = {name: _kit_step(base.replace(method=m), dev, graph, comp)
-             for name, (m, graph, comp) in _variants(methods, cuda_graphs, compiled).items()}
+    steps = {name: _kit_step(base.replace(method=m, precision=prec), dev, graph, comp)
+             for name, (m, graph, comp, prec) in _variants(methods, cuda_graphs, compiled, precisions).items()}
     if reference:
         ref_model = build(base.model, dataset).to(dev)
         ref_opt = torch.optim.SGD(ref_model.parameters(), lr=base.lr, momentum=0.9, weight_decay=5e-4)
@@ -117,7 +130,7 @@ def _bench(dataset, model, batch_size, batches, rounds, methods, dev, precision,
                 steps[k](x, y)
             sync(dev)
         except Exception as e:  # a variant that cannot run here (no compiler, ...) is reported
-            if k in methods or k == "reference_proposed":
+            if k == "reference_proposed" or k.removesuffix("+bf16") in methods:   # a plain step must run
                 raise
             errors[k] = f"{type(e).__name__}: {e}"[:500]
             names.remove(k)
@@ -138,8 +151,14 @@ def _bench(dataset, model, batch_size, batches, rounds, methods, dev, precision,
     bar.close()
     per_batch = {k: statistics.median(v) for k, v in times.items()}
     out = {"dataset": dataset, "model": base.model, "batch_size": batch_size, "precision": precision,
-           "device": str(dev), "warmup_seconds": warmup, "failed_variants": errors}
-    return {**out, **summarise(per_batch, dataset, batch_size, base.pgd_steps)}
+           "precisions": list(precisions), "precision_auto": resolve_precision("auto", dev),
+           "cpu": cpu_description(), "torch_threads": torch.get_num_threads(), "device": str(dev),
+           "warmup_seconds": warmup, "failed_variants": errors}
+    out.update(summarise(per_batch, dataset, batch_size, base.pgd_steps))
+    if len(precisions) == 2:
+        out["bf16_over_fp32"] = {m: per_batch[f"{m}+bf16"] / per_batch[m] for m in methods
+                                 if m in per_batch and f"{m}+bf16" in per_batch}
+    return out
 
 
 def summarise(per_batch: dict, dataset: str, batch_size: int, pgd_steps: int) -> dict:
@@ -187,7 +206,10 @@ def bench_eval(limit: int = 1000, steps: int = 100, device="auto", model=None) -
 
 
 def format_bench(r: dict) -> str:
-    lines = [f"{r['dataset']} / {r['model']}, batch {r['batch_size']}, {r['precision']}, {r['device']}",
+    lines = [f"{r['dataset']} / {r['model']}, batch {r['batch_size']}, {r['device']} ({r.get('cpu', '?')}), "
+             f"{r.get('torch_threads', '?')} thread(s)",
+             f"precision: {' and '.join(r.get('precisions', [r['precision']]))} (variants '+bf16' under bf16 autocast)"
+             if len(r.get("precisions", ())) == 2 else f"precision: {r['precision']}",
              f"{'method':<20}{'s/batch':>10}{'s/epoch':>10}{'/normal':>9}{'/pgd':>8}"]
     for k, v in r["seconds_per_batch"].items():
         rn = r.get("ratio_to_normal", {}).get(k)
@@ -198,6 +220,11 @@ def format_bench(r: dict) -> str:
         lines.append(f"{k} speed-up over the plain fp32 reference: {v:.2f}x")
     for k, v in r.get("failed_variants", {}).items():
         lines.append(f"{k} could not run: {v}")
+    for m, v in r.get("bf16_over_fp32", {}).items():
+        lines.append(f"{m}: bf16 autocast takes {v:.2f}x the fp32 time per batch "
+                     f"({'faster' if v < 1 else 'slower'} on this machine)")
+    if "precision_auto" in r:
+        lines.append(f"precision 'auto' (the kit's default) picks {r['precision_auto']} on this device")
     lines.append(f"floors: proposed/normal {r['floor']['proposed/normal']:.2f}, "
                  f"proposed/pgd {r['floor']['proposed/pgd']:.3f}")
     return "\n".join(lines)

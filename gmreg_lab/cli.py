@@ -34,7 +34,7 @@ def _common(p, data=True):
         p.add_argument("--data-dir", default=None, help="dataset folder (default $GMREG_DATA_DIR or the repo's data/)")
         p.add_argument("--limit", type=int, default=None, help="use only the first N test images")
         p.add_argument("--batch-size", type=int, default=1000, help="attack batch size (default 1000)")
-        p.add_argument("--precision", default="fp32", help="fp32 (default) or bf16 autocast for the attacks")
+        p.add_argument("--precision", default="fp32", help="fp32 (default), bf16 autocast or auto for the attacks")
         p.add_argument("--seed", type=int, default=0, help="seed of the attacks' random starts")
         p.add_argument("--which", default="best", help="best (validation-selected epoch, default) or last")
 
@@ -67,7 +67,7 @@ TRAIN_FIELDS = (  # (flag, type, help)
     ("--limit", int, "train on the first N training images only"),
     ("--val-size", int, "images held out of the training set for validation (default 10000)"),
     ("--log-every", int, "iterations between history rows and probes (default 500)"),
-    ("--precision", str, "bf16 (default) or fp32"),
+    ("--precision", str, "auto (default: bf16 autocast where the device runs it natively and faster, i.e. CUDA with bf16 or an AMX-BF16 CPU, else fp32), fp32 or bf16"),
     ("--seed", int, "seeds init, data order and attack noise (default 0)"),
 )
 
@@ -161,7 +161,8 @@ def _bench_parser(sub) -> None:
     b.add_argument("--batches", type=int, default=5, help="timed batches per method per round")
     b.add_argument("--rounds", type=int, default=3)
     b.add_argument("--methods", default="normal,fgsm,proposed,pgd")
-    b.add_argument("--precision", default="bf16")
+    b.add_argument("--precision", default="both",
+                   help="both (default: fp32 and bf16 autocast side by side), auto, fp32 or bf16")
     b.add_argument("--eval-limit", type=int, default=0, help="also time PGD-100 evaluation on N test images")
     b.add_argument("--eval-model", default=None, help="run directory of the model to attack in that timing")
     b.add_argument("--cuda-graphs", choices=("auto", "on", "off"), default="auto",

@@ -18,7 +18,7 @@ from .errors import GmregError
 
 DATASETS = ("mnist", "cifar10")
 METHODS = ("normal", "fgsm", "rfgsm", "fgsm_rfgsm", "eat", "pgd", "proposed", "fgsm_rs", "nfgsm", "gradalign")
-PRECISIONS = ("fp32", "bf16")
+PRECISIONS = ("auto", "fp32", "bf16")
 
 # Dataset-dependent defaults (pixel units for every epsilon / step size).
 DATASET_DEFAULTS: dict[str, dict[str, Any]] = {
@@ -84,7 +84,10 @@ class TrainConfig:
                                             #   of a 32-image proposed epoch at 500; notebooks log every 25)
     probe_size: int = 200                   # fixed validation images for the per-row probes
     probe_pgd_steps: int = 10               # PGD steps of the cheap robustness probe (step 2.5·eps/steps)
-    precision: str = "bf16"                 # "bf16" autocast (fast on AVX-512-bf16 CPUs and GPUs) or "fp32"
+    precision: str = "auto"                 # "auto": bf16 autocast where the device runs it natively and faster
+                                            #   (CUDA with bf16, AMX-BF16 CPUs), fp32 elsewhere (runtime.
+                                            #   resolve_precision); "bf16" / "fp32" force one. A run records
+                                            #   the precision it actually used in config.json and metrics.json
     channels_last: bool = True              # NHWC memory layout for conv models
     cuda_graphs: bool = True                # on a GPU, replay each training step as one CUDA graph (not EAT)
     compile_model: bool = False             # torch.compile the model for the training steps (compiles first)
@@ -159,6 +162,13 @@ class TrainConfig:
 
     def same_run(self, other: "TrainConfig") -> bool:
         """Equal except in how the steps are executed (:data:`RUNTIME_FIELDS`, which change results only by
-        floating-point noise): a run started on a CPU may be resumed on a GPU with CUDA graphs or compiled."""
+        floating-point noise): a run started on a CPU may be resumed on a GPU with CUDA graphs or compiled. A
+        precision of "auto" on either side matches the other's: an "auto" run resumes in the precision it started
+        with, whatever this machine would pick."""
+        return not self.differences(other)
+
+    def differences(self, other: "TrainConfig") -> list:
+        """The fields in which ``other`` is another run (see :meth:`same_run`)."""
         a, b = self.to_dict(), other.to_dict()
-        return all(a[k] == b[k] for k in a if k not in RUNTIME_FIELDS)
+        skip = set(RUNTIME_FIELDS) | ({"precision"} if "auto" in (a["precision"], b["precision"]) else set())
+        return [k for k in a if k not in skip and a[k] != b[k]]

@@ -174,19 +174,25 @@ def render_suite(summary: dict, out) -> str:
     bench = summary.get("bench")
     if bench:
         lines += ["## Cost: seconds per 50k-image epoch, measured side by side (`gmreg-lab bench`)", "",
-                  f"Batch {bench['batch_size']}, {bench['precision']}, {bench['device']}; every method timed in the "
-                  "same rounds, interleaved.", "", "| method | s/epoch | / FGSM-AT | / PGD-AT |", "|---|---|---|---|"]
+                  f"Batch {bench['batch_size']}, {bench['device']} ({bench.get('cpu', 'CPU not recorded')}); every "
+                  "method timed in the same rounds, interleaved, in each precision listed (ratios within one "
+                  f"precision). The kit's \"auto\" precision picks {bench.get('precision_auto', '?')} here.", "",
+                  "| method | precision | s/epoch | / FGSM-AT | / PGD-AT |", "|---|---|---|---|---|"]
         spe = bench["seconds_per_epoch"]
+        precisions = bench.get("precisions") or [bench["precision"]]
         for m in summary["methods"]:
-            keys = [k for k in spe if k.split("+")[0] == m]
-            k = max(keys, key=len) if keys else None   # the fastest variant measured ("+graph" on a GPU)
-            if k is None:
-                continue
-            base = k.replace(m, "fgsm", 1)
-            pgd = k.replace(m, "pgd", 1)
-            lines.append(f"| {SUITE_NAMES.get(m, m)} | {_fmt(spe[k], 1)} | "
-                         f"{_fmt(spe[k] / spe[base] if base in spe else None)} | "
-                         f"{_fmt(spe[k] / spe[pgd] if pgd in spe else None, 3)} |")
+            for i, prec in enumerate(precisions):
+                tag = f"+{prec}" if i else ""
+                keys = [k for k in spe if k.split("+")[0] == m and k.endswith(tag)
+                        and (tag or not any(k.endswith(f"+{p}") for p in precisions[1:]))]
+                k = max(keys, key=len) if keys else None   # the fastest variant measured ("+graph" on a GPU)
+                if k is None:
+                    continue
+                base = k.replace(m, "fgsm", 1)
+                pgd = k.replace(m, "pgd", 1)
+                lines.append(f"| {SUITE_NAMES.get(m, m)} | {prec} | {_fmt(spe[k], 1)} | "
+                             f"{_fmt(spe[k] / spe[base] if base in spe else None)} | "
+                             f"{_fmt(spe[k] / spe[pgd] if pgd in spe else None, 3)} |")
         lines.append("")
     lines += ["## Published anchors (their models and settings, not ours)", "",
               "| method | dataset | eps | model | AutoAttack (%) | source |", "|---|---|---|---|---|---|"]

@@ -20,6 +20,7 @@ from typing import Any
 import torch
 
 from .errors import GmregError
+from .runtime import cpu_description, resolve_precision
 
 CHECKPOINT = "checkpoint.pt"
 FORMAT = "gmreg-lab/1"
@@ -146,7 +147,8 @@ def environment_info(device=None) -> dict:
     info = {"python": platform.python_version(), "platform": platform.platform(), "machine": platform.machine(),
             "processor": platform.processor() or None, "cpu_count": os.cpu_count(),
             "torch": torch.__version__, "torchvision": version("torchvision"), "gmreg_lab": version("gmreg-lab"),
-            "torch_threads": torch.get_num_threads()}
+            "torch_threads": torch.get_num_threads(), "cpu": cpu_description(),
+            "precision_auto": resolve_precision("auto", device if device is not None else "cpu")}
     if device is not None and torch.device(device).type == "cuda":
         info["gpu"] = torch.cuda.get_device_name(torch.device(device))
     return info

@@ -8,7 +8,10 @@ below all of them: this module imports nothing else from the package but :mod:`e
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
+import os
+import platform
 from typing import Callable
 
 import torch
@@ -31,10 +34,70 @@ def resolve_device(device="auto") -> torch.device:
     return torch.device(device)
 
 
+# --- precision --------------------------------------------------------------------------------------------------
+ENV_PRECISION = "GMREG_PRECISION"   # "fp32" / "bf16": what "auto" resolves to on this machine (e.g. to teach or test
+                                    # the other kind of CPU); unset: decided from what torch reports
+
+
+@functools.lru_cache(maxsize=None)
+def _cpu_capabilities() -> dict:
+    try:
+        return dict(torch.cpu.get_capabilities())
+    except Exception:  # an older torch or an unknown CPU: nothing is known, so nothing is native
+        return {}
+
+
+def cpu_description() -> str:
+    """The CPU as a benchmark or a notebook header names it: its name, cores, and its bf16 units, e.g.
+    ``"Intel Xeon, 2 cores, AVX-512-BF16 yes, AMX-BF16 no"``."""
+    caps = _cpu_capabilities()
+    name = caps.get("cpu_name") or platform.processor() or platform.machine()
+    cores = caps.get("num_logical_cores") or os.cpu_count()
+    yes = lambda k: "yes" if caps.get(k) else "no"  # noqa: E731
+    return f"{name}, {cores} cores, AVX-512-BF16 {yes('avx512_bf16')}, AMX-BF16 {yes('amx_bf16')}"
+
+
+def bf16_pays(device) -> bool:
+    """Whether bf16 autocast is native *and faster than fp32* on ``device``, from what torch reports: a CUDA GPU
+    with bf16 (``torch.cuda.is_bf16_supported``), or a CPU with AMX-BF16 tiles. AVX-512-BF16 alone does not count:
+    on this project's Xeon (AVX-512-BF16, no AMX) LeNet+'s proposed step ran 1.37x *slower* under bf16 autocast
+    than in fp32 (``gmreg-lab bench`` prints both; BENCHMARKS.md), and CPUs without any bf16 unit emulate it about
+    ten times slower."""
+    dev = torch.device(device)
+    if dev.type == "cuda":
+        return bool(torch.cuda.is_available() and torch.cuda.is_bf16_supported())
+    if dev.type != "cpu":
+        return False
+    return bool(_cpu_capabilities().get("amx_bf16"))
+
+
+@functools.lru_cache(maxsize=None)
+def _auto_precision(device_type: str) -> str:
+    forced = os.environ.get(ENV_PRECISION, "").strip()
+    if forced:
+        if forced not in ("fp32", "bf16"):
+            raise GmregError(f"{ENV_PRECISION}={forced!r}: must be fp32 or bf16 (or unset: decided by the hardware)")
+        return forced
+    chosen = "bf16" if bf16_pays(torch.device(device_type)) else "fp32"
+    log.info("precision auto -> %s on %s", chosen, device_type)
+    return chosen
+
+
+def resolve_precision(precision: str, device) -> str:
+    """The precision a computation on ``device`` runs in: ``"fp32"`` and ``"bf16"`` as they are; ``"auto"`` (every
+    default of the kit) is bf16 autocast where :func:`bf16_pays`, fp32 elsewhere, decided once per process and
+    device type (``$GMREG_PRECISION`` overrides the decision)."""
+    if precision == "auto":
+        return _auto_precision(torch.device(device).type)
+    if precision not in ("fp32", "bf16"):
+        raise GmregError(f"unknown precision {precision!r}; valid: auto, fp32, bf16")
+    return precision
+
+
 def autocast(device: torch.device, precision: str, cache: bool = True):
     """bf16 autocast, or nothing for fp32. ``cache=False``: no weight-cast cache, as a CUDA graph needs (its casts
     would otherwise be baked into the graph); a capture turns it off in any case."""
-    if precision == "bf16":
+    if resolve_precision(precision, device) == "bf16":
         capturing = device.type == "cuda" and torch.cuda.is_current_stream_capturing()
         return torch.autocast(device.type, dtype=torch.bfloat16, cache_enabled=cache and not capturing)
     return contextlib.nullcontext()

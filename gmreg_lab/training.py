@@ -23,7 +23,7 @@ import torch.nn.functional as F
 
 from . import data as data_mod
 from .attacks import uniform_noise, fgsm, fgsm_rfgsm, fgsm_rs, input_grad, nfgsm, pgd, rfgsm
-from .config import RUNTIME_FIELDS, TrainConfig
+from .config import TrainConfig
 from .diagnostics import probe
 from .errors import GmregError, TrainingDiverged
 from .evaluate import Attack, attack_stats
@@ -31,8 +31,8 @@ from .losses import gradient_misalignment, proposed_loss
 from .models import build
 from .runs import (CHECKPOINT, environment_info, load_checkpoint, load_model, read_json, save_checkpoint,
                    write_csv, write_json)
-from .runtime import (Step, all_max, autocast, broadcast_error, cudnn_autotune, distributed, resolve_device, sync,
-                      world)
+from .runtime import (Step, all_max, autocast, broadcast_error, cudnn_autotune, distributed, resolve_device,
+                      resolve_precision, sync, world)
 
 log = logging.getLogger(__name__)
 
@@ -286,9 +286,8 @@ def _prepare_run_dir(out: Path, cfg: TrainConfig, resume: bool, overwrite: bool)
         raise GmregError(f"output directory {out} is not empty and holds no run; choose another --out "
                          f"or pass --overwrite")
     ckpt = load_checkpoint(ckpt_file)
-    if not TrainConfig.from_dict(ckpt["config"]).same_run(cfg):
-        old = TrainConfig.from_dict(ckpt["config"]).to_dict()
-        diff = [k for k in old if old[k] != cfg.to_dict()[k] and k not in RUNTIME_FIELDS]
+    diff = TrainConfig.from_dict(ckpt["config"]).differences(cfg)
+    if diff:
         raise GmregError(f"output directory {out} holds a different run (config differs in: {', '.join(diff)}); "
                          f"choose another --out or pass --overwrite")
     if not resume:
@@ -343,6 +342,7 @@ def train(cfg: TrainConfig, out=None, *, device="auto", data_dir=None, callback:
         cfg = _data_parallel_config(cfg, size, dev)
     out = Path(out) if out is not None else None
     ckpt = _agree_on_run_dir(out, cfg, resume, overwrite, rank, size, dev)
+    cfg = _concrete_precision(cfg, ckpt, dev)
     if ckpt is not None and ckpt.get("complete"):
         return _result_from_checkpoint(ckpt, cfg, out, dev)
 
@@ -374,6 +374,17 @@ def train(cfg: TrainConfig, out=None, *, device="auto", data_dir=None, callback:
             while state.epoch < cfg.epochs and not run.stopped:
                 run.train_epoch()
         return run.result()
+
+
+def _concrete_precision(cfg: TrainConfig, ckpt: Optional[dict], dev) -> TrainConfig:
+    """``cfg`` with "auto" replaced by the precision this run computes in: the checkpoint's when resuming (a run
+    keeps the precision it started with), else what :func:`runtime.resolve_precision` picks for ``dev``. The run
+    directory's config.json, checkpoint and metrics.json record the concrete one."""
+    if cfg.precision != "auto":
+        return cfg
+    if ckpt is not None:
+        return cfg.replace(precision=ckpt["config"].get("precision", "bf16"))   # older runs: bf16 was the default
+    return cfg.replace(precision=resolve_precision("auto", dev))
 
 
 def _datasets(cfg: TrainConfig, data_dir, dev):
@@ -614,7 +625,8 @@ def _metrics(cfg, state: RunState, dev, complete: bool) -> dict:
             "seconds_per_epoch": (sum(times) / len(times)) if times else None, "epoch_seconds": times,
             "train_seconds": sum(times), "best_epoch": state.best_epoch,
             "best_val_ifgsm3": state.best_score if state.best_epoch else None,
-            "device": str(dev), "environment": environment_info(dev), "config": cfg.to_dict()}
+            "device": str(dev), "precision": cfg.precision, "environment": environment_info(dev),
+            "config": cfg.to_dict()}
 
 
 def _save(out, cfg, ctx, opt, sched, state: RunState, dev, complete: bool):

@@ -26,10 +26,19 @@ def test_summary_ratios_compare_like_with_like():
 def test_bench_runs_every_method_and_reports_it():
     r = bench("mnist", batch_size=8, batches=1, rounds=1, methods=("normal", "fgsm", "proposed", "pgd"),
               device="cpu", progress=False)
-    assert set(r["seconds_per_batch"]) == {"normal", "fgsm", "proposed", "pgd", "reference_proposed"}
+    methods = {"normal", "fgsm", "proposed", "pgd"}
+    assert set(r["seconds_per_batch"]) == methods | {m + "+bf16" for m in methods} | {"reference_proposed"}
     assert all(v > 0 for v in r["seconds_per_batch"].values()) and not r["failed_variants"]
+    assert set(r["bf16_over_fp32"]) == methods
+    assert r["precision_auto"] == gl.runtime.resolve_precision("auto", "cpu")
     text = format_bench(r)
     assert "reference" in text and "floors" in text and "proposed" in text
+    # both precisions side by side, the CPU and its bf16 units named, and what "auto" picks here
+    assert "proposed: bf16 autocast takes" in text and gl.runtime.cpu_description() in text
+    assert f"precision 'auto' (the kit's default) picks {r['precision_auto']}" in text
+    one = bench("mnist", batch_size=8, batches=1, rounds=1, methods=("normal",), device="cpu", progress=False,
+                precision="fp32", reference=False)
+    assert set(one["seconds_per_batch"]) == {"normal"} and "bf16_over_fp32" not in one
 
 
 def test_reference_step_is_algorithm_1_as_the_kit_trains_it():
@@ -59,8 +68,15 @@ def test_bench_variants_and_their_ratio_baselines():
     from gmreg_lab.bench import _variants
 
     v = _variants(("normal", "eat", "proposed"), cuda_graphs=True, compiled=True)
-    assert v["proposed+graph"] == ("proposed", True, False)
-    assert v["proposed+compile+graph"] == ("proposed", True, True)
-    assert "eat+graph" not in v and v["eat+compile"] == ("eat", False, True)   # EAT is never captured
+    assert v["proposed+graph"] == ("proposed", True, False, "fp32")
+    assert v["proposed+compile+graph"] == ("proposed", True, True, "fp32")
+    assert "eat+graph" not in v and v["eat+compile"] == ("eat", False, True, "fp32")   # EAT is never captured
     cpu = _variants(("normal", "proposed"), cuda_graphs=False, compiled=True)
     assert set(cpu) == {"normal", "proposed", "normal+compile", "proposed+compile"}
+    both = _variants(("normal", "proposed"), cuda_graphs=False, compiled=False, precisions=("fp32", "bf16"))
+    assert both == {"normal": ("normal", False, False, "fp32"), "proposed": ("proposed", False, False, "fp32"),
+                    "normal+bf16": ("normal", False, False, "bf16"),
+                    "proposed+bf16": ("proposed", False, False, "bf16")}
+    # a bf16 variant's ratios are taken to the bf16 variant of normal
+    r = summarise({k: float(i + 1) for i, k in enumerate(both)}, "mnist", 32, 40)
+    assert r["ratio_to_normal"]["proposed+bf16"] == pytest.approx(4 / 3)

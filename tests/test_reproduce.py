@@ -41,12 +41,16 @@ def test_unknown_scale_or_run_is_a_clear_error(tmp_path):
 
 
 def test_masking_report_flags_fgsm_at_and_passes_an_honest_model(mnist_test):
-    x, y = mnist_test.tensors(200)
-    masked = gl.train(tiny_cfg(method="fgsm", limit=19_200, log_every=300, precision="bf16"),
+    """FGSM-AT at lr 0.02 masks within 400 iterations (logit distance 7.4, FGSM 62 % vs PGD-10 25 % on the probe,
+    measured when this test was sized); 200 iterations of normal training make the honest model."""
+    x, y = mnist_test.tensors(100)
+    masked = gl.train(tiny_cfg(method="fgsm", limit=12_800, lr=0.02, log_every=400, select_best=False),
                       progress=False).last_model
-    honest = gl.train(tiny_cfg(method="normal", limit=6_400, log_every=300), progress=False).last_model
-    bad = gl.diagnostics.masking_report(masked, x, y, 0.3, steps=40, square_queries=200)  # 40 x 0.01 covers eps
-    good = gl.diagnostics.masking_report(honest, x, y, 0.3, steps=40, square_queries=200)
+    kw = dict(steps=40, square_queries=100, large_eps_steps=40)    # 40 x 0.01 covers eps
+    bad = gl.diagnostics.masking_report(masked, x, y, 0.3, **kw)
+    honest = gl.train(tiny_cfg(method="normal", limit=6_400, log_every=400, select_best=False),
+                      progress=False).last_model
+    good = gl.diagnostics.masking_report(honest, x, y, 0.3, **kw)
     assert not bad.passed
     assert {"single_step_close_to_iterative", "logit_distance_small"} & set(bad.failed), str(bad)
     # (gradient_beats_random_search needs a model masked harder than 600 iterations make: tests/test_audit.py)
