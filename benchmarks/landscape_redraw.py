@@ -4,8 +4,9 @@
 
 Prints, measured side by side in one run on the model of the series' proposed recipe (trained into runs/ if
 missing, a few minutes): the grid's forward pass in one batch vs in the chunks `gmreg_lab.landscape` uses, one whole
-`loss_landscape` call (grid, FGSM, R-FGSM, PGD-40), the figure, and one redraw of the widget (the model picker
-moved). Medians of 7; run it while nothing else heavy runs.
+`loss_landscape` call (FGSM and R-FGSM, PGD-40 for the adversarial axis, the grid with its loss and margin), the
+figure, and one redraw of the widget (the model picker moved between the run's best and last weights). Medians of 7;
+run it while nothing else heavy runs.
 """
 import argparse
 import statistics
@@ -43,14 +44,14 @@ def main():
     whole = median_seconds(lambda: landscape.loss_landscape(model, x[:1], y[0], 0.3, 0.01, grid=a.grid))
     data = landscape.loss_landscape(model, x[:1], y[0], 0.3, 0.01, grid=a.grid)
     figure = median_seconds(lambda: gl.plots.landscape_figure(data))
-    explorer = gl.widgets.landscape_explorer({"proposed": model, "FGSM-AT": run.last_model}, x, y, eps=0.3,
-                                             alpha=0.01, grid=a.grid)
-    redraw = median_seconds(lambda: setattr(explorer.model, "value",
-                                            "FGSM-AT" if explorer.model.value == "proposed" else "proposed"))
+    explorer = gl.widgets.landscape_explorer({"best": model, "last": run.last_model}, x, y, eps=0.3, alpha=0.01,
+                                             grid=a.grid)
+    redraw = median_seconds(lambda: setattr(explorer.model, "value", "last" if explorer.model.value == "best" else
+                                            "best"))
     print(f"{a.grid} x {a.grid} grid, {torch.get_num_threads()} threads")
     print(f"grid forward, one batch of {a.grid ** 2}:   {one:.3f} s")
     print(f"grid forward, chunks of {landscape.GRID_CHUNK}:       {chunked:.3f} s  ({one / chunked:.2f}x faster)")
-    print(f"loss_landscape (grid + FGSM, R-FGSM, PGD-40): {whole:.3f} s")
+    print(f"loss_landscape (FGSM, R-FGSM, PGD-40, grid): {whole:.3f} s")
     print(f"landscape_figure:                     {figure:.3f} s")
     print(f"one widget redraw (model picker):     {redraw:.3f} s")
 

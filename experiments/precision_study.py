@@ -6,8 +6,9 @@ accuracy or collapses?
     python experiments/precision_study.py --out results/precision-study --only fp32-b64-raw-s0
 
 Grid: precision {fp32, bf16} x batch {32, 64} x raw pixels x seeds {0, 1, 2}, plus in-model normalisation at batch
-64 in both precisions (seeds 0, 1, 2): 18 runs, made in the order of :func:`grid`. Each run is a real run directory under ``<out>/runs/<name>`` (cached,
-resumed at its last finished epoch); history rows every 250 iterations with the PGD-10 probe on 200 validation images.
+64 in both precisions (seeds 0, 1, 2): 18 runs, made in the order of :func:`grid`. Each run is a real run
+directory under ``<out>/runs/<name>`` (cached, resumed at its last finished epoch); history rows every 250
+iterations with the PGD-10 probe on 200 validation images.
 Each finished run is scored on the first 1000 MNIST test images: clean, the kit's PGD-40 (step 0.01, random start)
 and torchattacks' PGD-40 (same settings), the last epoch's model (``which="last"``: the collapse happens inside the
 run, model selection would hide it). ``<out>/<name>.json`` holds the numbers; ``--table`` prints the summary that
@@ -23,7 +24,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-import gmreg_lab as gl  # noqa: E402
+import gmreg_lab as gl
 
 SEEDS = (0, 1, 2)
 

@@ -7,6 +7,7 @@ train/eval mode is the caller's choice, randomness comes from an optional ``gene
 
 from __future__ import annotations
 
+import logging
 import math
 import warnings
 from typing import Optional
@@ -16,6 +17,8 @@ import torch.nn.functional as F
 
 from .config import check_eps
 from .errors import GmregError
+
+log = logging.getLogger(__name__)
 
 
 def _labels(model, x, y):
@@ -72,34 +75,47 @@ def rfgsm(model, x, y, eps: float, alpha: float, *, generator: Optional[torch.Ge
     return (x1 + (eps - alpha) * input_grad(model, x1, y).sign()).clamp(0, 1).detach()
 
 
-def fgsm_rfgsm(model, x, y, eps: float, alpha: float, *, generator: Optional[torch.Generator] = None):
+def fgsm_rfgsm(model, x, y, eps: float, alpha: float, *, generator: Optional[torch.Generator] = None,
+               return_steps: bool = False):
     """FGSM and R-FGSM adversaries of the *same* clean samples from ONE gradient pass over [x, x'].
 
     Equal to ``(fgsm(model, x, y, eps), rfgsm(model, x, y, eps, alpha))`` for a model in eval mode (no batch
     statistics mixing the halves), at the cost of a single forward+backward over a double batch.
+
+    ``return_steps``: also return a dict of what the two adversaries were made of, so that a caller never has to
+    re-draw the noise: ``"grad_sign"`` (sign of the input gradient at x, FGSM's step direction), ``"noise"`` (the
+    random +-1 signs s of Eq. 2), ``"x_noise"`` (x' = clip(x + alpha s)) and ``"grad_sign_noise"`` (the sign at x').
     """
     check_eps(eps)
     check_eps(alpha, "alpha")
     y = _labels(model, x, y)
-    x1 = (x + alpha * _random_sign(x, generator)).clamp(0, 1)
+    s = _random_sign(x, generator)
+    x1 = (x + alpha * s).clamp(0, 1)
     g = input_grad(model, torch.cat([x, x1]), torch.cat([y, y])).sign()
     n = x.shape[0]
     x_fgsm = (x + eps * g[:n]).clamp(0, 1).detach()
     x_rfgsm = (x1 + (eps - alpha) * g[n:]).clamp(0, 1).detach()
+    if return_steps:
+        return x_fgsm, x_rfgsm, {"grad_sign": g[:n], "noise": s, "x_noise": x1.detach(), "grad_sign_noise": g[n:]}
     return x_fgsm, x_rfgsm
 
 
 def fgsm_rs(model, x, y, eps: float, step: Optional[float] = None, *,
-            generator: Optional[torch.Generator] = None) -> torch.Tensor:
+            generator: Optional[torch.Generator] = None, clip_start: bool = True) -> torch.Tensor:
     """FGSM with a random start (Wong, Rice & Kolter 2020, "Fast is better than free"): a uniform start
     ``delta ~ U(-eps, eps)`` (kept so that ``x + delta`` is in [0, 1]), one signed gradient step of ``step``
-    (default 1.25 * eps, their choice) from there, projected back onto the eps-ball and [0, 1]."""
+    (default 1.25 * eps, their choice) from there, projected back onto the eps-ball and [0, 1].
+
+    ``clip_start=False``: the gradient is taken at the unclipped ``x + delta`` and the step starts from there, as
+    in Wong et al.'s MNIST code (the result is projected onto the ball and [0, 1] all the same)."""
     check_eps(eps)
     step = 1.25 * eps if step is None else step
     if not (isinstance(step, (int, float)) and 0 <= step <= 2):
         raise GmregError(f"step must be a number in [0, 2] (pixels), got {step!r}")
     y = _labels(model, x, y)
-    x1 = (x + uniform_noise(x, eps, generator)).clamp(0, 1)
+    x1 = x + uniform_noise(x, eps, generator)
+    if clip_start:
+        x1 = x1.clamp(0, 1)
     return _project(x1 + step * input_grad(model, x1, y).sign(), x, eps).detach()
 
 
@@ -213,7 +229,14 @@ def dlr_loss(logits: torch.Tensor, y: torch.Tensor, target: Optional[torch.Tenso
     logits, so a saturated softmax cannot hide the gradient.
 
     Untargeted: ``-(z_y - max_{i != y} z_i) / (z_pi1 - z_pi3)``; targeted at ``target``:
-    ``-(z_y - z_t) / (z_pi1 - (z_pi3 + z_pi4) / 2)``, with z_pi the logits sorted in decreasing order."""
+    ``-(z_y - z_t) / (z_pi1 - (z_pi3 + z_pi4) / 2)``, with z_pi the logits sorted in decreasing order. The
+    untargeted loss reads the 3rd largest logit and needs 3 classes, the targeted one the 4th and needs 4 (the
+    limits of AutoAttack's ``check_n_classes``); with fewer, a one-line error says so."""
+    need = 3 if target is None else 4
+    if logits.shape[1] < need:
+        raise GmregError(f"the {'targeted ' if target is not None else ''}DLR loss needs at least {need} classes "
+                         f"(it reads the {'3rd' if need == 3 else '4th'} largest logit); the model has "
+                         f"{logits.shape[1]}: use a cross-entropy loss")
     z = logits.float()
     zs = z.sort(1, descending=True).values
     zy = z.gather(1, y[:, None])[:, 0]
@@ -228,7 +251,12 @@ def _loss_and_grad(model, x, y, loss: str, target):
     with torch.enable_grad():
         x = x.detach().requires_grad_(True)
         logits = model(x).float()
-        per = F.cross_entropy(logits, y, reduction="none") if loss == "ce" else dlr_loss(logits, y, target)
+        if loss == "ce":
+            per = F.cross_entropy(logits, y, reduction="none")
+        elif loss == "ce-t":     # AutoAttack's 'ce-targeted': raise the target's log-probability
+            per = -F.cross_entropy(logits, target, reduction="none")
+        else:
+            per = dlr_loss(logits, y, target)
         (g,) = torch.autograd.grad(per.sum(), x)
     return per.detach(), g, logits.detach().argmax(1) != y
 
@@ -239,16 +267,17 @@ def apgd(model, x, y, eps: float, steps: int = 100, *, loss: str = "ce", target:
     :func:`apgd_checkpoints` when fewer than ``rho`` of the steps since the last one raised the loss, or when the best
     loss did not move and the step was not halved last time (then the attack restarts from its best point); each
     update mixes the new signed step (weight ``step_weight``) with the previous displacement
-    (``1 - step_weight``). ``loss``: ``"ce"``, ``"dlr"`` or ``"dlr-t"`` (targeted, needs ``target``). Returns, per
-    example, the first misclassified iterate found, else the highest-loss one. Examples stop being attacked once
-    misclassified (evaluation, not training)."""
+    (``1 - step_weight``). ``loss``: ``"ce"``, ``"dlr"`` (3 classes or more), or targeted at ``target``: ``"dlr-t"``
+    (4 classes or more) or ``"ce-t"`` (the target's cross-entropy, AutoAttack's 'ce-targeted', any number of
+    classes). Returns, per example, the first misclassified iterate found, else the highest-loss one. Examples stop
+    being attacked once misclassified (evaluation, not training)."""
     check_eps(eps)
     if not (isinstance(steps, int) and steps >= 1):
         raise GmregError(f"steps must be an integer >= 1, got {steps!r}")
-    if loss not in ("ce", "dlr", "dlr-t"):
-        raise GmregError(f"unknown APGD loss {loss!r}; valid: ce, dlr, dlr-t")
-    if (loss == "dlr-t") != (target is not None):
-        raise GmregError("APGD: loss 'dlr-t' needs target classes, and only it takes them")
+    if loss not in ("ce", "dlr", "dlr-t", "ce-t"):
+        raise GmregError(f"unknown APGD loss {loss!r}; valid: ce, dlr, dlr-t, ce-t")
+    if (loss in ("dlr-t", "ce-t")) != (target is not None):
+        raise GmregError("APGD: the targeted losses 'dlr-t' and 'ce-t' need target classes, and only they take them")
     y = _labels(model, x, y)
     x = x.detach()
     n, view = len(y), (-1,) + (1,) * (x.dim() - 1)
@@ -290,17 +319,30 @@ def apgd(model, x, y, eps: float, steps: int = 100, *, loss: str = "ce", target:
     return torch.where(broken.view(view), best_adv, x_max).detach()
 
 
+def apgd_t_loss(classes: int) -> str:
+    """The loss APGD-T uses on a model with ``classes`` outputs: the targeted DLR loss, which reads the 4th largest
+    logit, from 4 classes on; with 2 or 3 classes the target's cross-entropy (``"ce-t"``, AutoAttack's
+    'ce-targeted' loss: its ``check_n_classes`` flags targeted DLR as impossible there)."""
+    return "dlr-t" if classes >= 4 else "ce-t"
+
+
 def apgd_t(model, x, y, eps: float, steps: int = 100, *, targets: int = 9,
            generator: Optional[torch.Generator] = None) -> torch.Tensor:
-    """APGD-T: targeted-DLR APGD against each of the ``targets`` likeliest wrong classes of the clean input in turn,
-    on the examples not yet misclassified (as in AutoAttack)."""
+    """APGD-T: targeted APGD against each of the ``targets`` likeliest wrong classes of the clean input in turn,
+    on the examples not yet misclassified (as in AutoAttack), with the loss of :func:`apgd_t_loss` (targeted DLR,
+    or the target's cross-entropy on a model with fewer than 4 classes)."""
     check_eps(eps)
     y = _labels(model, x, y)
     x = x.detach()
     with torch.no_grad():
         logits = model(x).float()
     if not (isinstance(targets, int) and 1 <= targets < logits.shape[1]):
-        raise GmregError(f"APGD-T targets must be an integer in [1, {logits.shape[1] - 1}], got {targets!r}")
+        raise GmregError(f"APGD-T targets must be an integer in [1, {logits.shape[1] - 1}] (the model has "
+                         f"{logits.shape[1]} classes), got {targets!r}")
+    loss = apgd_t_loss(logits.shape[1])
+    if loss != "dlr-t":
+        log.info("APGD-T on a %d-class model: targeted cross-entropy instead of targeted DLR (which needs 4 classes)",
+                 logits.shape[1])
     ranked = logits.sort(1, descending=True).indices
     broken = logits.argmax(1) != y
     out = x.clone()
@@ -309,7 +351,7 @@ def apgd_t(model, x, y, eps: float, steps: int = 100, *, targets: int = 9,
         if idx.numel() == 0:
             break
         tgt = ranked[idx, i + 1]
-        xa = apgd(model, x[idx], y[idx], eps, steps, loss="dlr-t", target=tgt, generator=generator)
+        xa = apgd(model, x[idx], y[idx], eps, steps, loss=loss, target=tgt, generator=generator)
         with torch.no_grad():
             mis = model(xa).argmax(1) != y[idx]
         out[idx] = xa

@@ -18,7 +18,7 @@ import torch
 
 from . import data as data_mod
 from .config import check_eps
-from .diagnostics import masking_report
+from .diagnostics import kind_of, masking_report
 from .errors import GmregError
 from .evaluate import evaluate, worst_case
 from .models import to_model_device
@@ -121,7 +121,7 @@ def load_data(dataset: str, *, data_file: Optional[str] = None, limit: Optional[
 
 def check_model(model, x, y) -> int:
     """Forward passes on batches of three and two images: the right input shape (any batch size, as the attacks
-    need), logits (not probabilities), no NaN; returns the number of classes."""
+    need), logits (not probabilities), no NaN, at least two classes; returns the number of classes."""
     for n in (3, 2):
         x2, y2 = to_model_device(model, x[:n], y[:n])
         try:
@@ -131,17 +131,93 @@ def check_model(model, x, y) -> int:
             raise GmregError(f"the model fails on inputs of shape {tuple(x2.shape)} ({type(e).__name__}: "
                              f"{str(e).splitlines()[0][:200]}); it must take NCHW batches of any size "
                              f"(export it with a dynamic batch dimension)") from None
-    if not torch.is_tensor(out) or out.dim() != 2 or out.shape[0] != 2 or out.shape[1] < 2:
+    if not torch.is_tensor(out) or out.dim() != 2 or out.shape[0] != 2:
         raise GmregError(f"the model must return logits of shape (N, classes); it returned "
                          f"{tuple(out.shape) if torch.is_tensor(out) else type(out).__name__}")
+    if out.shape[1] < 2:
+        raise GmregError(f"the model returns {out.shape[1]} output per image; a classifier needs one logit per "
+                         f"class, at least 2")
     if not torch.isfinite(out).all():
         raise GmregError("the model returns NaN or Inf on clean test images")
-    if out.min() >= 0 and torch.allclose(out.sum(1), torch.ones(2, device=out.device), atol=1e-3):
+    # AutoAttack's check_range_output: every row in [0, 1] and summing to 1
+    if out.min() >= -1e-5 and out.max() <= 1 + 1e-5 and torch.allclose(out.sum(1), torch.ones(2, device=out.device),
+                                                                        atol=1e-3):
         raise GmregError("the model returns probabilities (rows in [0, 1] summing to 1); audit needs logits: "
                          "remove the final softmax")
     if int(y.max()) >= out.shape[1]:
         raise GmregError(f"labels go up to {int(y.max())} but the model has {out.shape[1]} classes")
     return out.shape[1]
+
+
+# AutoAttack's check_randomized: outputs of repeated passes, each row scaled to unit L2 norm, may differ by this much
+RANDOM_TOL = 1e-4
+RANDOM_PASSES = 5
+
+
+def check_deterministic(model, x, y, *, passes: int = RANDOM_PASSES) -> None:
+    """AutoAttack's ``check_randomized``: ``passes`` forward passes of the same batch must give the same predictions
+    and (rows scaled to unit norm) the same outputs within ``RANDOM_TOL``. A randomized model (a random defence, or
+    dropout left on) makes every attack number here a single draw: a one-line error."""
+    x, y = to_model_device(model, x, y)
+    with torch.no_grad():
+        outs = [model(x).float() for _ in range(passes)]
+    outs = [o / (o.norm(dim=1, keepdim=True) + 1e-10) for o in outs]
+    diff = max(float((o - outs[0]).norm(dim=1).max()) for o in outs[1:])
+    same_pred = all(torch.equal(o.argmax(1), outs[0].argmax(1)) for o in outs[1:])
+    if diff > RANDOM_TOL or not same_pred:
+        raise GmregError(f"the model's output changes between identical forward passes (normalised difference "
+                         f"{diff:.2g} > {RANDOM_TOL:g}, or other predictions): a randomized model, or dropout left "
+                         f"on; these attacks need a deterministic model (a randomized defence needs EoT attacks, "
+                         f"AutoAttack's version='rand')")
+
+
+def inference_uses_gradients(model, x) -> bool:
+    """AutoAttack's ``check_dynamic``: whether a forward pass calls torch.autograd's ``grad`` or ``backward`` (a
+    defence that optimises at inference time). Python modules only: a TorchScript / exported graph cannot be
+    traced this way (False)."""
+    import sys
+
+    calls = []
+
+    def trace(frame, event, arg):
+        code = frame.f_code
+        if event == "call" and code.co_name in ("grad", "backward", "_make_grads") and "autograd" in code.co_filename:
+            calls.append(code.co_name)
+        return None
+    old = sys.gettrace()
+    sys.settrace(trace)
+    try:
+        model(x)
+    finally:
+        sys.settrace(old)
+    return bool(calls)
+
+
+def preflight(model, x, y, *, apgd_targets: int = 9) -> dict:
+    """AutoAttack's pre-flight checks (fra31/auto-attack ``checks.py``) that apply here, before any attack runs.
+    Errors (:class:`GmregError`, one line): a bad input shape, outputs that are not (N, classes) logits, fewer than 2
+    classes, NaN, probabilities instead of logits, labels beyond the classes, a randomized model. Notes (the audit
+    runs, the report says what to keep in mind): the number of classes for DLR (untargeted DLR needs 3 classes, the
+    targeted DLR of APGD-T 4: below that APGD-T uses the target's cross-entropy, AutoAttack's 'ce-targeted'), APGD-T
+    targets capped at classes - 1, and a model that computes gradients while it predicts (a dynamic defence).
+
+    Returns ``{"classes", "apgd_targets", "notes": [one line each]}``."""
+    from .attacks import apgd_t_loss
+
+    classes = check_model(model, x, y)
+    check_deterministic(model, x[:250], y[:250])
+    notes = []
+    targets = min(apgd_targets, classes - 1)
+    if targets < apgd_targets:
+        notes.append(f"{classes} classes: APGD-T attacks {targets} target class(es), not {apgd_targets}")
+    if apgd_t_loss(classes) != "dlr-t":
+        notes.append(f"{classes} classes: the targeted DLR loss needs 4 (it reads the 4th largest logit), so APGD-T "
+                     f"maximises the target's cross-entropy instead (AutoAttack's 'ce-targeted' loss)")
+    if inference_uses_gradients(model, to_model_device(model, x[:2])[0]):
+        notes.append("the model computes gradients while it predicts (a dynamic defence): attacks that differentiate "
+                     "through it may not see what it does; an adaptive attack is needed (AutoAttack's "
+                     "check_dynamic)")
+    return {"classes": classes, "apgd_targets": targets, "notes": notes}
 
 
 def audit(model, x, y, eps: float, *, steps: int = 40, square_queries: int = 1000, source=None,
@@ -150,8 +226,8 @@ def audit(model, x, y, eps: float, *, steps: int = 40, square_queries: int = 100
     per-example worst case, and a verdict in plain words. PGD takes ``steps`` steps of 2.5 eps / steps."""
     check_eps(eps)
     x, y = to_model_device(model, x, y)
-    classes = check_model(model, x, y)
-    targets = min(9, classes - 1)
+    pre = preflight(model, x, y)
+    classes, targets = pre["classes"], pre["apgd_targets"]
     step = 2.5 * eps / steps
     table = {k: v["acc"] for k, v in evaluate(model, x, y, "clean,fgsm", eps, seed=seed).items()}
     # every attack on every image, one set of draws for the table and the worst case (never above any attack)
@@ -160,7 +236,7 @@ def audit(model, x, y, eps: float, *, steps: int = 40, square_queries: int = 100
     table.update(worst["acc"])
     report = masking_report(model, x, y, eps, alpha=alpha, step=step, steps=steps, source=source, seed=seed,
                             square_queries=square_queries).to_dict()
-    return {"n": len(y), "eps": eps, "classes": classes, "table": table,
+    return {"n": len(y), "eps": eps, "classes": classes, "preflight": pre["notes"], "table": table,
             "worst_case": worst, "checklist": report, "verdict": verdict(report)}
 
 
@@ -168,8 +244,10 @@ MEANING = {
     "iterative_beats_single_step": "a multi-step attack did worse than one step: its gradients mislead iteration",
     "single_step_close_to_iterative": "one gradient step finds far less than many: the loss surface is curved "
                                       "near the data, FGSM's linear guess fails (the masking the paper cures)",
-    "no_label_leaking": "an attack raised accuracy: the true label leaks into the single-step adversary",
-    "more_steps_and_restarts_dont_help": "more steps or restarts found more: the short attack was not converged",
+    "no_label_leaking": "FGSM with the true label raised accuracy: the label leaks into the single-step adversary "
+                        "(a separate effect of single-step training, not gradient masking)",
+    "more_steps_and_restarts_dont_help": "more steps and restarts lowered PGD's accuracy beyond noise: the shorter "
+                                         "PGD had not converged, so its number overstates robustness",
     "large_eps_reaches_chance": "an unbounded attack did not win: gradients are blocked or vanishing",
     "black_box_not_stronger": "another model's adversaries transfer better than the model's own: its gradients "
                               "are useless to an attacker",
@@ -177,17 +255,31 @@ MEANING = {
                                   "gradients are hidden or obfuscated",
     "gradient_beats_random_search": "a 20-query random search beat one gradient step: the gradient at the image "
                                     "points nowhere useful",
-    "logit_distance_small": "a tiny random step changes the adversary's logits a lot: the paper's sign of masking",
+    "logit_distance_small": "a tiny random step changes the adversary's logits a lot: the paper's sign of masking "
+                            "(the converse does not hold: a constant or saturated model has a small distance)",
     "gradients_not_vanishing": "many inputs have an exactly zero gradient: non-differentiable or saturated parts",
+}
+
+HEADINGS = {
+    "masking": "Signs of gradient masking ({n}): treat the model's robustness numbers with suspicion",
+    "convergence": "An attack had not converged ({n}): its accuracy overstates robustness; read the worst case, "
+                   "or run the attack longer",
+    "leaking": "Label leaking ({n}), not a sign of masking: the FGSM accuracy with true labels is inflated",
 }
 
 
 def verdict(report: dict) -> str:
-    """Plain words: which checks failed and what each failure means."""
+    """Plain words: which checks failed, grouped by what a failure means (masking, an unconverged attack, label
+    leaking), and what each failure means."""
+    kinds = {c["name"]: kind_of(c) for c in report["checks"]}
     failed = report["failed"]
     if not failed:
-        return ("No sign of gradient masking: every check passed. The white-box numbers (worst case above) are the "
-                "model's robustness as far as these attacks can tell.")
-    lines = [f"{len(failed)} check(s) failed; treat the model's robustness numbers with suspicion:"]
-    lines += [f"- {name}: {MEANING.get(name, '')}" for name in failed]
+        return ("No sign of gradient masking, no unconverged attack, no label leaking: every check passed. The "
+                "white-box numbers (worst case above) are the model's robustness as far as these attacks can tell.")
+    lines = [] if any(kinds[n] == "masking" for n in failed) else ["No sign of gradient masking."]
+    for kind, heading in HEADINGS.items():
+        names = [n for n in failed if kinds[n] == kind]
+        if names:
+            lines.append(heading.format(n=len(names)) + ":")
+            lines += [f"- {name}: {MEANING.get(name, '')}" for name in names]
     return "\n".join(lines)

@@ -44,7 +44,7 @@ def standard(model, x, y, eps: float, *, batch_size: int = 500, seed: int = 0, q
                "apgd-t": lambda xb, yb: apgd_t(model, xb, yb, eps, steps, targets=targets, generator=gen),
                "fab-t (torchattacks)": fab,
                "square": lambda xb, yb: square(model, xb, yb, eps, queries, generator=gen)}
-    return {**ensemble(model, x, y, attacks, batch_size=batch_size), "eps": eps,
+    return {**ensemble(model, x, y, attacks, eps=eps, batch_size=batch_size), "eps": eps,
             "settings": {"steps": steps, "targets": targets, "queries": queries}}
 
 
@@ -62,7 +62,7 @@ def reference(model, x, y, eps: float, *, batch_size: int = 500, seed: int = 0, 
                "fab-t": ta.FAB(model, norm="Linf", eps=eps, steps=steps, n_restarts=1, multi_targeted=True,
                                n_classes=targets + 1, seed=seed),
                "square": ta.Square(model, norm="Linf", eps=eps, n_queries=queries, n_restarts=1, seed=seed)}
-    return {**ensemble(model, x, y, attacks, batch_size=batch_size), "eps": eps,
+    return {**ensemble(model, x, y, attacks, eps=eps, batch_size=batch_size), "eps": eps,
             "settings": {"steps": steps, "targets": targets, "queries": queries}}
 
 

@@ -1,4 +1,4 @@
-"""The ``gmreg-lab`` command line: train, evaluate, transfer, sweep.
+"""The ``gmreg-lab`` command line: train, evaluate, transfer, sweep, reproduce, bench, audit.
 
 Bad input prints one line ``gmreg-lab: error: ...`` and exits with status 2; no traceback.
 """
@@ -12,11 +12,15 @@ import os
 import sys
 from pathlib import Path
 
+from .config import METHODS
 from .errors import GmregError
 
 EPILOG = """examples:
   gmreg-lab train --dataset mnist --model lenet_plus --method proposed --eps 0.3 --lam 5 --epochs 1 --out runs/p
   gmreg-lab evaluate runs/p --attacks clean,fgsm,ifgsm:40,pgd:40,pgd:100 --eps 0.3 --limit 1000
+  gmreg-lab reproduce --dataset mnist --scale quick --out results/mnist-quick
+  gmreg-lab bench --methods normal,fgsm,proposed,pgd        # fp32 and bf16 side by side on this machine
+  gmreg-lab audit my_model.pt --dataset mnist --out audit/
 """
 
 
@@ -51,8 +55,8 @@ def build_parser() -> argparse.ArgumentParser:
 # train options that set a TrainConfig field of the same name (None: the config's default for the dataset)
 TRAIN_FIELDS = (  # (flag, type, help)
     ("--dataset", str, "mnist (default) or cifar10"),
-    ("--model", str, "lenet_plus, a, b, c, d (MNIST); resnet18/34, vgg11/16/19 (CIFAR-10)"),
-    ("--method", str, "normal, fgsm, rfgsm, fgsm_rfgsm, eat, pgd, proposed (default), fgsm_rs, nfgsm, gradalign"),
+    ("--model", str, "lenet_plus, a, b, c, d, wong_cnn (MNIST); resnet18/34, vgg11/16/19 (CIFAR-10)"),
+    ("--method", str, f"{', '.join(METHODS)} (default: proposed)"),
     ("--eps", float, "training epsilon in pixels (0.3 MNIST, 8/255 CIFAR-10)"),
     ("--alpha", float, "R-FGSM noise size in pixels (0.01 MNIST, 2/255 CIFAR-10)"),
     ("--lam", float, "lambda of Eq. 8 (default 5; 0 is the paper's ablation)"),
@@ -64,10 +68,15 @@ TRAIN_FIELDS = (  # (flag, type, help)
     ("--rs-step", float, "FGSM-RS step in units of eps (default 1.25)"),
     ("--nfgsm-k", float, "N-FGSM noise magnitude in units of eps (default 2)"),
     ("--align-lam", float, "GradAlign's lambda (default: 1 on MNIST, 0.2 on CIFAR-10)"),
+    ("--eps-warmup-epochs", float, "ramp the training eps linearly from 0 over this many epochs (default 0: off)"),
+    ("--optimizer", str, "sgd (default, with momentum) or adam"),
+    ("--lr-schedule", str, "step (default: x lr_gamma at the milestones) or cyclic (0 -> lr -> 0, Wong et al.)"),
+    ("--lr-peak", float, "cyclic schedule: where lr peaks, as a fraction of the run (default 0.4)"),
     ("--limit", int, "train on the first N training images only"),
     ("--val-size", int, "images held out of the training set for validation (default 10000)"),
     ("--log-every", int, "iterations between history rows and probes (default 500)"),
-    ("--precision", str, "auto (default: bf16 autocast where the device runs it natively and faster, i.e. CUDA with bf16 or an AMX-BF16 CPU, else fp32), fp32 or bf16"),
+    ("--precision", str, "auto (default: bf16 autocast where the device runs it natively and faster, i.e. CUDA "
+                         "with bf16 or an AMX-BF16 CPU, else fp32), fp32 or bf16"),
     ("--seed", int, "seeds init, data order and attack noise (default 0)"),
 )
 
@@ -173,6 +182,14 @@ def _bench_parser(sub) -> None:
     b.add_argument("--device", default="auto")
 
 
+def _download(wanted: bool, dataset: str, data_dir) -> None:
+    """``--download``: fetch CIFAR-10's train and test splits if missing (MNIST ships with the repository)."""
+    if wanted and dataset == "cifar10":
+        from . import data
+        data.load_cifar10("train", data_dir, download=True)
+        data.load_cifar10("test", data_dir, download=True)
+
+
 def _device(name):
     from .runtime import resolve_device
     return resolve_device(name)
@@ -194,10 +211,7 @@ def cmd_train(args) -> int:
                       **({} if args.input is None else {"normalize": args.input == "normalized"}))
     dev = _device(args.device)
     cfg = cfg.replace(compile_model=args.compile == "on" or (args.compile == "auto" and compile_pays(cfg, dev)))
-    if args.download and cfg.dataset == "cifar10":
-        from . import data
-        data.load_cifar10("train", args.data_dir, download=True)
-        data.load_cifar10("test", args.data_dir, download=True)
+    _download(args.download, cfg.dataset, args.data_dir)
     result = train(cfg, args.out, device=dev, data_dir=args.data_dir, resume=args.resume,
                    overwrite=args.overwrite, progress=not args.no_progress)
     m = result.metrics
@@ -294,10 +308,7 @@ def cmd_sweep(args) -> int:
 def cmd_reproduce(args) -> int:
     if args.jobs is not None and args.jobs < 1:
         raise GmregError(f"--jobs must be >= 1, got {args.jobs}")
-    if args.download and args.dataset == "cifar10":
-        from . import data
-        data.load_cifar10("train", args.data_dir, download=True)
-        data.load_cifar10("test", args.data_dir, download=True)
+    _download(args.download, args.dataset, args.data_dir)
     kw = dict(methods=args.methods, device=_device(args.device), data_dir=args.data_dir,
               progress=not args.no_progress, figures=not args.no_figures, jobs=args.jobs, shard=args.shard)
     if args.suite == "peers":
@@ -342,7 +353,7 @@ def cmd_bench(args) -> int:
 def cmd_audit(args) -> int:
     from .audit import DEFAULT_EPS, audit, load_any_model, load_data
     from .report_tables import render_audit
-    from .runs import write_json
+    from .runs import environment_info, write_json
 
     dev = _device(args.device)
     model = load_any_model(args.model, weights=args.weights, device=dev)
@@ -353,7 +364,8 @@ def cmd_audit(args) -> int:
     text = render_audit(result, args.model)
     if args.out:
         out = Path(args.out)
-        write_json(out / "audit.json", {"model": args.model, "command": " ".join(sys.argv), **result})
+        write_json(out / "audit.json", {"model": args.model, "command": " ".join(sys.argv), **result,
+                                        "environment": environment_info(dev)})
         from .runs import atomic_write_text
         atomic_write_text(out / "audit.md", text)
         try:

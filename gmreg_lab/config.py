@@ -19,6 +19,8 @@ from .errors import GmregError
 DATASETS = ("mnist", "cifar10")
 METHODS = ("normal", "fgsm", "rfgsm", "fgsm_rfgsm", "eat", "pgd", "proposed", "fgsm_rs", "nfgsm", "gradalign")
 PRECISIONS = ("auto", "fp32", "bf16")
+OPTIMIZERS = ("sgd", "adam")
+LR_SCHEDULES = ("step", "cyclic")
 
 # Dataset-dependent defaults (pixel units for every epsilon / step size).
 DATASET_DEFAULTS: dict[str, dict[str, Any]] = {
@@ -69,13 +71,27 @@ class TrainConfig:
     weight_decay: float = 5e-4              # L2 weight decay
     lr_milestones: Optional[tuple] = None   # epochs after which lr is multiplied by lr_gamma; (5,10,15) / (25,50,75)
     lr_gamma: float = 0.2                   # step-policy factor (÷5)
+    lr_schedule: str = "step"               # "step": x lr_gamma after each of lr_milestones; "cyclic": triangular,
+                                            #   0 -> lr at lr_peak of the run -> 0, set every iteration (Wong et al.
+                                            #   2020's MNIST recipe; lr_milestones and lr_gamma are then unused)
+    lr_peak: float = 0.4                    # cyclic: where lr peaks, as a fraction of the run (Wong et al.: 2/5)
+    optimizer: str = "sgd"                  # "sgd" (with momentum) or "adam" (default betas; momentum unused,
+                                            #   weight_decay is Adam's L2 term; Wong et al.'s MNIST recipe: Adam, 0)
     pgd_steps: Optional[int] = None         # PGD-AT inner steps; 40 (MNIST) / 7 (CIFAR-10)
     pgd_step_size: Optional[float] = None   # PGD-AT step, pixels; 0.01 / 2/255
     eat_sources: tuple = ()                 # EAT: run directories of static pre-trained source models
     rs_step: float = 1.25                   # FGSM-RS: step after the uniform start, in units of eps (Wong et al.)
+    rs_clip_start: bool = True              # FGSM-RS: clip the random start x + delta to [0, 1] before taking the
+                                            #   gradient there; False: the gradient at the unclipped x + delta, as
+                                            #   Wong et al.'s MNIST code (the result is clipped either way)
     nfgsm_k: float = 2.0                    # N-FGSM: noise U(-k eps, k eps), in units of eps (de Jorge et al.)
     align_lam: Optional[float] = None       # GradAlign's lambda; 0.2 at 8/255 on CIFAR-10 (their scripts), MNIST:
                                             #   1.0, chosen here by a small sweep (README, "Beyond the paper")
+    eps_warmup_epochs: float = 0.0          # epochs over which the training eps ramps linearly from 0 to eps, per
+                                            #   iteration (eps * min(1, iteration / warm-up iterations)); every
+                                            #   eps-tied quantity of the step follows (R-FGSM's alpha, FGSM-RS's
+                                            #   step, N-FGSM's noise, GradAlign's noise; not PGD-AT's pixel step
+                                            #   size). 0 = off. Probes and model selection always use the full eps
     val_size: Optional[int] = None          # images held out of the training split for validation; 10000
     limit: Optional[int] = None             # train on only the first `limit` training images (quick runs)
     select_best: bool = True                # keep the epoch with the best validation I-FGSM-3 accuracy too
@@ -100,6 +116,8 @@ class TrainConfig:
         check_choice("dataset", self.dataset, DATASETS)
         check_choice("method", self.method, METHODS)
         check_choice("precision", self.precision, PRECISIONS)
+        check_choice("optimizer", self.optimizer, OPTIMIZERS)
+        check_choice("lr_schedule", self.lr_schedule, LR_SCHEDULES)
         for key, value in DATASET_DEFAULTS[self.dataset].items():
             if getattr(self, key) is None:
                 object.__setattr__(self, key, value)
@@ -133,6 +151,13 @@ class TrainConfig:
         _check(0 <= self.momentum < 1, f"momentum must be in [0, 1), got {self.momentum!r}")
         _check(self.weight_decay >= 0, f"weight_decay must be >= 0, got {self.weight_decay!r}")
         _check(0 < self.lr_gamma <= 1, f"lr_gamma must be in (0, 1], got {self.lr_gamma!r}")
+        _check(isinstance(self.lr_peak, (int, float)) and 0 < self.lr_peak < 1,
+               f"lr_peak (where the cyclic schedule peaks, a fraction of the run) must be in (0, 1), "
+               f"got {self.lr_peak!r}")
+        _check(isinstance(self.eps_warmup_epochs, (int, float)) and not isinstance(self.eps_warmup_epochs, bool)
+               and math.isfinite(self.eps_warmup_epochs) and 0 <= self.eps_warmup_epochs <= self.epochs,
+               f"eps_warmup_epochs must be a number of epochs in [0, epochs={self.epochs}], "
+               f"got {self.eps_warmup_epochs!r}")
         _check(all(math.isfinite(m) and m > 0 for m in self.lr_milestones),
                f"lr_milestones must be positive epoch counts, got {self.lr_milestones!r}")
         _check(self.method != "eat" or len(self.eat_sources) > 0,

@@ -22,6 +22,8 @@ import sys
 import time
 from pathlib import Path
 
+from .runs import environment_info
+
 ROOT = Path(__file__).resolve().parent.parent
 NOTEBOOKS = ROOT / "notebooks"
 PLOTLY_MIME = "application/vnd.plotly.v1+json"
@@ -44,8 +46,13 @@ def machine() -> str:
         pass
     import torch
 
+    from .runtime import cpu_description, resolve_precision
+
+    bf16 = cpu_description().split("cores, ", 1)[-1]       # "AVX-512-BF16 yes, AMX-BF16 no"
     gpu = torch.cuda.get_device_name() if torch.cuda.is_available() else "no GPU"
-    return f"{cpu}, {os.cpu_count()} CPU cores, {gpu}, Python {platform.python_version()}, torch {torch.__version__}"
+    dev = "cuda" if torch.cuda.is_available() else "cpu"
+    return (f"{cpu}, {os.cpu_count()} CPU cores ({bf16}), {gpu}, precision auto = {resolve_precision('auto', dev)}, "
+            f"Python {platform.python_version()}, torch {torch.__version__}")
 
 
 def _static_outputs(nb) -> None:
@@ -100,7 +107,8 @@ def run_one(path: Path, out: Path, timeout: int) -> dict:
     seconds = time.time() - t0
     entry = {"notebook": f"notebooks/{path.name}", "sha256": digest, "html": f"{path.stem}.html",
              "command": COMMAND, "machine": machine(), "started": started.isoformat(timespec="seconds"),
-             "seconds": round(seconds, 1), "passed": error is None, "error": error}
+             "seconds": round(seconds, 1), "passed": error is None, "error": error,
+             "environment": environment_info()}
     status = ("every assertion of its final cell held" if error is None
               else f"**it FAILED**: {error.splitlines()[0] if error else ''}")
     banner = (f"> **Executed course copy.** Made by `{COMMAND}` on {entry['machine']}, started "
@@ -112,16 +120,57 @@ def run_one(path: Path, out: Path, timeout: int) -> dict:
     return entry
 
 
+STALE_MARK = "<!-- gmreg-course: stale page -->"
+
+
+def _stale_banner(e: dict, current: str) -> str:
+    return (f'{STALE_MARK}<div style="border:2px solid #c00;padding:0.6em;margin:0.6em 0;background:#fff4f4">'
+            f"<b>This page is out of date.</b> It was executed from an earlier version of <code>{e['notebook']}</code> "
+            f"(SHA-256 {e['sha256'][:16]}…); the notebook has changed since (now {current[:16]}…), so some text, "
+            f"numbers or figures here may differ from what the notebook shows today. Re-make it with "
+            f"<code>{COMMAND} --only {e['notebook'].split('/')[-1][:2]}</code>.</div>{STALE_MARK}")
+
+
+def mark_stale(out: Path, root: Path = ROOT) -> list:
+    """Put an "out of date" banner on top of every page whose notebook changed since the page was made, record the
+    notebook's current SHA-256 under ``stale`` in the manifest, and lift the banner from pages that are current
+    again. Returns the names of the stale pages. (Used while the notebooks change and the course waits to be
+    re-made once; a learner must never read a stale page without being told.)"""
+    out = Path(out)
+    manifest = json.loads((out / "MANIFEST.json").read_text())
+    stale = []
+    for name, e in manifest.items():
+        page = out / e["html"]
+        html = page.read_text()
+        if STALE_MARK in html:     # drop an earlier banner
+            a = html.index(STALE_MARK)
+            b = html.index(STALE_MARK, a + len(STALE_MARK)) + len(STALE_MARK)
+            html = html[:a] + html[b:]
+        current = sha256(Path(root) / e["notebook"])
+        e.pop("stale", None)
+        if current != e["sha256"]:
+            at = html.index(">", html.index("<body")) + 1
+            html = html[:at] + _stale_banner(e, current) + html[at:]
+            e["stale"] = {"notebook_sha256": current,
+                          "marked": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")}
+            stale.append(name)
+        page.write_text(html)
+    _record(out, manifest, replace=True)
+    return stale
+
+
 def index_html(manifest: dict) -> str:
     rows = "\n".join(f'<li><a href="{e["html"]}">{name}</a> — {e["seconds"] / 60:.1f} min, '
-                     f'{"passed" if e["passed"] else "FAILED"}, {e["started"]}</li>' for name, e in manifest.items())
+                     f'{"passed" if e["passed"] else "FAILED"}, {e["started"]}'
+                     f'{" — <b>out of date</b>: the notebook changed since" if e.get("stale") else ""}</li>'
+                     for name, e in manifest.items())
     return (f"<!doctype html><html><head><meta charset='utf-8'><title>gmreg-lab: the executed course</title>"
             f"</head><body><h1>gmreg-lab: the executed course</h1><p>Every notebook run top to bottom in full mode "
             f"by <code>{COMMAND}</code>: what you should see when you run them yourself.</p><ol>{rows}</ol>"
             f"</body></html>")
 
 
-def _record(out: Path, entries: dict) -> dict:
+def _record(out: Path, entries: dict, replace: bool = False) -> dict:
     """Merge ``entries`` into ``out/MANIFEST.json`` and rewrite the index, under a lock and atomically, so that two
     ``--only`` runs side by side (one per core) keep each other's pages; returns the whole manifest."""
     import fcntl
@@ -130,7 +179,7 @@ def _record(out: Path, entries: dict) -> dict:
     scratch.mkdir(parents=True, exist_ok=True)
     with open(scratch / "lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
-        manifest = json.loads(manifest_file.read_text()) if manifest_file.exists() else {}
+        manifest = json.loads(manifest_file.read_text()) if manifest_file.exists() and not replace else {}
         manifest = dict(sorted({**manifest, **entries}.items()))
         files = {"MANIFEST.json": json.dumps(manifest, indent=2) + "\n", "index.html": index_html(manifest)}
         for name, text in files.items():
@@ -147,8 +196,14 @@ def main(argv=None) -> int:
     ap.add_argument("--out", default=str(ROOT / "course"))
     ap.add_argument("--only", default=None, help="comma-separated notebook prefixes, e.g. 01,03 (default: all)")
     ap.add_argument("--timeout", type=int, default=7200, help="seconds one cell may take")
+    ap.add_argument("--mark-stale", action="store_true",
+                    help="run nothing: put an 'out of date' banner on every page whose notebook changed since")
     a = ap.parse_args(argv)
     out = Path(a.out)
+    if a.mark_stale:
+        stale = mark_stale(out)
+        print(f"course: {len(stale)} page(s) marked out of date: {', '.join(stale) or 'none'}")
+        return 0
     out.mkdir(parents=True, exist_ok=True)
     shutil.copy(Path(plotly.__file__).parent / "package_data" / "plotly.min.js", out / "plotly.min.js")
     wanted = [p for p in sorted(NOTEBOOKS.glob("[0-9][0-9]_*.ipynb"))

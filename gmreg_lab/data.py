@@ -23,8 +23,6 @@ MNIST_FILES = {
     "train": ("train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz", 60_000),
     "test": ("t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz", 10_000),
 }
-NUM_CLASSES = {"mnist": 10, "cifar10": 10}
-SHAPES = {"mnist": (1, 28, 28), "cifar10": (3, 32, 32)}
 
 
 def default_data_dir() -> Path:

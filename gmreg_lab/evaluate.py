@@ -13,6 +13,9 @@ TARGETS likeliest wrong classes, default 9) and ``apgd:STEPS[:TARGETS]`` (APGD-C
 the per-example worst case of both, AutoAttack's gradient part), and the gradient-free ``square:QUERIES``
 (AutoAttack's score-based attack). :func:`ensemble` / :func:`worst_case` run several attacks the way AutoAttack
 does: each on what the earlier ones left, reporting which attack broke which examples.
+
+Every adversary, from a kit attack or another library's, is checked before it is counted (:func:`check_adversary`):
+finite, in [0, 1], and within eps of the clean image in the L-inf norm; a violation is an error naming the attack.
 """
 
 from __future__ import annotations
@@ -147,18 +150,55 @@ def parse_attacks(specs, dataset: str = "mnist") -> list[Attack]:
     return attacks
 
 
-def outcomes(model, attack: Callable, x, y, *, batch_size: int = 1000):
+# Slack on ||x_adv - x||_inf <= eps: float rounding of x + eps * sign(g) (AutoAttack prints the same quantity).
+EPS_SLACK = 1e-6
+
+
+def check_adversary(x_adv, x, eps: Optional[float], name: str) -> None:
+    """What every attack must return, whoever wrote it: a tensor of ``x``'s shape, finite, in [0, 1], and (``eps``
+    given) within ``eps`` (+``EPS_SLACK``) of ``x`` in the L-inf norm. Anything else is a :class:`GmregError`
+    naming the attack, never a silently lower accuracy."""
+    if not torch.is_tensor(x_adv) or x_adv.shape != x.shape:
+        got = tuple(x_adv.shape) if torch.is_tensor(x_adv) else type(x_adv).__name__
+        raise GmregError(f"attack {name!r} returned {got} for inputs of shape {tuple(x.shape)}")
+    with torch.no_grad():
+        xa = x_adv.detach().to(x.device, torch.float32)
+        finite = torch.isfinite(xa)
+        xa = torch.where(finite, xa, x.float())
+        lo, hi, dist, bad = torch.stack([xa.min(), xa.max(), (xa - x.float()).abs().max(),
+                                         (~finite).sum().float()]).tolist()
+    if bad:
+        raise GmregError(f"attack {name!r} returned {int(bad)} NaN or Inf pixel value(s)")
+    if lo < 0 or hi > 1:
+        raise GmregError(f"attack {name!r} returned pixels outside [0, 1] (from {lo:.6g} to {hi:.6g})")
+    if eps is not None and dist > eps + EPS_SLACK:
+        raise GmregError(f"attack {name!r} moved a pixel by {dist:.6g}, more than eps = {eps:.6g}: its adversaries "
+                         f"are outside the threat model")
+
+
+def outcomes(model, attack: Callable, x, y, *, batch_size: int = 1000, eps: Optional[float] = None,
+             name: Optional[str] = None):
     """The one batched attack-and-count loop of the kit: ``attack(xb, yb) -> adversarial xb`` on batches of
-    ``batch_size``, then ``model`` on the adversaries. Returns ``(correct, loss)``, per example and on the device
-    (no host synchronisation): whether ``model`` still classifies it correctly, and its cross-entropy.
+    ``batch_size``, then ``model`` on the adversaries. Returns ``(correct, loss)``, per example and on the device:
+    whether ``model`` still classifies it correctly, and its cross-entropy.
 
     ``attack`` is any callable (a kit attack, another library's, or ``lambda xb, yb: xb`` for clean accuracy);
-    the caller chooses the model's mode and the precision."""
+    the caller chooses the model's mode and the precision. Every batch an attack returns is checked
+    (:func:`check_adversary`: finite, in [0, 1], within ``eps`` of the clean batch; ``eps`` defaults to the attack's
+    own ``.eps`` attribute, which torchattacks' attacks have) before the model sees it; ``name`` names the attack in
+    the error. An attack that returns its input unchanged (clean accuracy) is not checked."""
+    if eps is None and isinstance(getattr(attack, "eps", None), (int, float)):
+        eps = float(attack.eps)
+    if name is None:   # a function's name, an attack object's class (torchattacks' PGD, FAB, ...), else "attack"
+        name = getattr(attack, "__name__", None) or type(attack).__name__
+        name = "attack" if name in ("<lambda>", "function", "partial") else name
     correct = torch.zeros(len(y), dtype=torch.bool, device=y.device)
     loss = torch.zeros(len(y), device=y.device)
     for i in range(0, len(y), batch_size):
         xb, yb = x[i:i + batch_size], y[i:i + batch_size]
         xa = attack(xb, yb)
+        if xa is not xb:
+            check_adversary(xa, xb, eps, name)
         with torch.no_grad():
             logits = model(xa).float()
             correct[i:i + batch_size] = logits.argmax(1) == yb
@@ -183,17 +223,20 @@ def attack_stats(model, attack: Attack, x, y, eps: float, *, source=None, batch_
     with autocast(x.device, precision):
         correct, loss = outcomes(
             model, lambda xb, yb: attack.run(source, xb, yb, eps, generator=gen, early_stop=early_stop), x, y,
-            batch_size=batch_size)
+            batch_size=batch_size, eps=eps, name=attack.label)
     n = len(y)
     return {"acc": float(correct.sum()) * 100 / n,
             "loss": None if (early_stop and attack.iterative or attack.name in APGD_NAMES + ("square",)) and eps > 0
             else float(loss.sum()) / n}
 
 
-def ensemble(model, x, y, attacks: dict, *, batch_size: int = 1000, every: bool = False) -> dict:
+def ensemble(model, x, y, attacks: dict, *, eps: Optional[float] = None, batch_size: int = 1000,
+             every: bool = False) -> dict:
     """Attacks run in order, each only on the examples that every earlier one failed on (AutoAttack's scheme): an
     example counts as robust only if all of them fail. ``attacks``: ``{label: attack(xb, yb) -> adversarial xb}``
-    (a kit attack, another library's, ...). The caller picks the model's mode and precision.
+    (a kit attack, another library's, ...). The caller picks the model's mode and precision. Every adversary is
+    checked against the threat model (:func:`check_adversary`, within ``eps``; without ``eps``, an attack's own
+    ``.eps`` attribute if it has one): a violation is an error naming the attack.
 
     ``every=True`` runs every attack on every example instead, so that ``"acc"`` (``{label: %}``) holds each
     attack's own accuracy and the worst case is never above any of them (one set of draws for both).
@@ -210,7 +253,7 @@ def ensemble(model, x, y, attacks: dict, *, batch_size: int = 1000, every: bool 
         idx = torch.arange(n, device=y.device) if every else robust.nonzero()[:, 0]
         broke = 0
         if idx.numel():
-            ok, _ = outcomes(model, attack, x[idx], y[idx], batch_size=batch_size)
+            ok, _ = outcomes(model, attack, x[idx], y[idx], batch_size=batch_size, eps=eps, name=label)
             if every:
                 out.setdefault("acc", {})[label] = float(ok.sum()) * 100 / n
             broke = int((robust[idx] & ~ok).sum())
@@ -231,7 +274,7 @@ def worst_case(model, x, y, attacks, eps: float, *, batch_size: int = 1000, seed
     gen = torch.Generator(device=x.device).manual_seed(seed)
     named = {a.label: (lambda xb, yb, a=a: a.run(model, xb, yb, eps, generator=gen, early_stop=True))
              for a in parse_attacks(attacks, getattr(model, "dataset", "mnist"))}
-    return ensemble(model, x, y, named, batch_size=batch_size, every=every)
+    return ensemble(model, x, y, named, eps=eps, batch_size=batch_size, every=every)
 
 
 def evaluate(model, x, y, attacks, eps: float, *, batch_size: int = 1000, precision: str = "fp32",
@@ -251,7 +294,8 @@ def evaluate(model, x, y, attacks, eps: float, *, batch_size: int = 1000, precis
 
 
 def transfer(source, target, x, y, attack="fgsm", eps: float = 0.3, **kw) -> dict:
-    """Black-box: adversaries crafted on ``source``, accuracy and loss of ``target`` on them."""
+    """Black-box: adversaries crafted on ``source``, accuracy and loss of ``target`` on them. A black-box source is
+    a model ``target`` never trained against (not one of EAT's own static sources: hold those out)."""
     return attack_stats(target, parse_attack(attack, getattr(target, "dataset", "mnist")), x, y, eps,
                         source=source, **kw)
 

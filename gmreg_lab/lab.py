@@ -61,6 +61,19 @@ CIFAR_SMOKE = dict(batch_size=16, limit=32, val_size=20, probe_size=8, select_si
                    precision="fp32")
 
 
+def machine() -> str:
+    """One line for a notebook's set-up cell: this machine's CPU and bf16 units, and the precision the kit's
+    default ``"auto"`` computes in here (times quoted in a notebook's header come from the machine they name)."""
+    import torch
+
+    from .runtime import cpu_description, resolve_precision
+
+    dev = "cuda" if torch.cuda.is_available() else "cpu"
+    gpu = f", GPU {torch.cuda.get_device_name()}" if dev == "cuda" else ""
+    return (f"This machine: {cpu_description()}{gpu}, {torch.get_num_threads()} torch thread(s); precision 'auto' "
+            f"computes in {resolve_precision('auto', dev)} here")
+
+
 def recipe(name: str, *, smoke: bool = False, dataset: str = "mnist", **changes) -> TrainConfig:
     """The series' training config ``name`` (see ``RECIPES``); ``smoke=True`` shrinks it to a few iterations.
     ``dataset="cifar10"``: notebook 06's settings (ResNet-18, one epoch; ``CIFAR_CPU_LIMIT`` images without a GPU)."""

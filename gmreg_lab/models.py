@@ -1,7 +1,8 @@
 """The paper's networks. Every model takes pixels in [0, 1] (NCHW) and normalises inside, so epsilon is always in
 pixel units and any attack library can attack it.
 
-MNIST (Table 1): LeNet+ and models A, B, C, D of ensemble adversarial training.
+MNIST (Table 1): LeNet+ and models A, B, C, D of ensemble adversarial training; and ``wong_cnn``, the small CNN of
+Wong, Rice & Kolter 2020 ("Fast is better than free"), for reproducing their published MNIST FGSM-RS numbers.
 CIFAR-10: ResNet-18/34 (CIFAR variant: 3x3 stem, no max-pool) and VGG-11/16/19 with batch norm.
 """
 
@@ -79,6 +80,17 @@ def model_d() -> nn.Module:
     return nn.Sequential(*layers, nn.Linear(300, 10))
 
 
+def wong_cnn() -> nn.Module:
+    """The small MNIST CNN of Wong, Rice & Kolter 2020 (their MNIST experiments; the same network as Wong &
+    Kolter 2018's small model): two 4x4 convolutions with stride 2 and padding 1, 16 then 32 channels
+    (28 -> 14 -> 7), each followed by ReLU, then a 100-unit fully connected ReLU layer and 10 outputs. Written from
+    that description; no batch norm, no dropout, no pooling."""
+    return nn.Sequential(
+        nn.Conv2d(1, 16, 4, stride=2, padding=1), nn.ReLU(),
+        nn.Conv2d(16, 32, 4, stride=2, padding=1), nn.ReLU(),
+        nn.Flatten(), nn.Linear(32 * 7 * 7, 100), nn.ReLU(), nn.Linear(100, 10))
+
+
 # --- CIFAR-10 -------------------------------------------------------------------------------------------------------
 class BasicBlock(nn.Module):
     def __init__(self, cin: int, cout: int, stride: int):
@@ -129,7 +141,8 @@ def vgg(name: str, num_classes: int = 10) -> nn.Module:
 
 
 REGISTRY: dict[str, dict[str, Callable[[], nn.Module]]] = {
-    "mnist": {"lenet_plus": lenet_plus, "a": model_a, "b": model_b, "c": model_c, "d": model_d},
+    "mnist": {"lenet_plus": lenet_plus, "a": model_a, "b": model_b, "c": model_c, "d": model_d,
+              "wong_cnn": wong_cnn},
     "cifar10": {"resnet18": lambda: resnet((2, 2, 2, 2)), "resnet34": lambda: resnet((3, 4, 6, 3)),
                 "vgg11": lambda: vgg("vgg11"), "vgg16": lambda: vgg("vgg16"), "vgg19": lambda: vgg("vgg19")},
 }

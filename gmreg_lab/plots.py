@@ -329,32 +329,100 @@ def checklist_figure(reports: Mapping[str, object], *, title: str = "") -> go.Fi
 
 # --- the loss landscape ----------------------------------------------------------------------------------------------
 LANDSCAPE_MARKS = {"x": ("x", "circle", "#212529"), "fgsm": ("x_fgsm", "diamond", COLORS["fgsm"]),
-                   "noise": ("x' = x + α·sign(N(0, I))", "cross", "#868e96"),
-                   "rfgsm": ("x_rfgsm", "square", COLORS["rfgsm"]), "pgd": ("PGD-40", "star", COLORS["pgd"])}
+                   "noise": ("x' = x + α·sign(N(0, I)) (projected)", "cross", "#868e96"),
+                   "rfgsm": ("x_rfgsm (projected)", "square", COLORS["rfgsm"]),
+                   "pgd": ("PGD-40", "star", COLORS["pgd"])}
+# One colour scale for every landscape figure (log10 of the loss, clipped to this range), so that two panels, or two
+# redraws of the explorer, are read on the same scale and a contrast is never an artefact of rescaling.
+LANDSCAPE_LOSS_RANGE = (1e-4, 1e2)
 
 
-def landscape_figure(data: Mapping, *, title: str = "") -> go.Figure:
-    """A :func:`gmreg_lab.landscape.loss_landscape` result: the loss over the slice as a heat map with the points
-    marked (left), and the FGSM and R-FGSM logit vectors as bars with their L2 distance (right). Traces in order:
-    heat map, one marker trace per point, two bar traces (the explorer updates them in place)."""
-    fig = make_subplots(rows=1, cols=2, column_widths=[0.62, 0.38], horizontal_spacing=0.12,
-                        subplot_titles=("loss over the slice of the ε-ball",
-                                        f"logits: FGSM vs R-FGSM (L2 distance {data['logit_distance']:.2f})"))
-    fig.add_trace(go.Heatmap(x=list(data["a"]), y=list(data["b"]), z=data["loss"], colorscale="Viridis",
-                             colorbar=dict(title="loss", x=0.55), name="loss"), row=1, col=1)
+def _log_loss(data: Mapping, zrange) -> np.ndarray:
+    lo, hi = zrange
+    return np.log10(np.clip(np.asarray(data["loss"], dtype=float), lo, hi))
+
+
+def _landscape_traces(data: Mapping, zrange, *, legend: bool = True, coloraxis: Optional[str] = None) -> list:
+    """Heat map (log10 loss), the decision boundary (margin 0 contour), one marker trace per point."""
+    lo, hi = zrange
+    ticks = list(range(int(np.ceil(np.log10(lo))), int(np.floor(np.log10(hi))) + 1))
+    a, b = np.asarray(data["a"], dtype=float), np.asarray(data["b"], dtype=float)   # arrays: a fast widget update
+    heat = dict(x=a, y=b, z=_log_loss(data, zrange), customdata=np.asarray(data["loss"], dtype=float),
+                zmin=np.log10(lo), zmax=np.log10(hi), colorscale="Viridis", name="loss",
+                hovertemplate="a %{x:.3f}, b %{y:.3f}: loss %{customdata:.3g}<extra></extra>")
+    if coloraxis:
+        heat = {k: v for k, v in heat.items() if k not in ("zmin", "zmax", "colorscale")}
+        heat["coloraxis"] = coloraxis
+    else:
+        heat["colorbar"] = dict(title="loss", x=0.55, tickvals=ticks, ticktext=[f"{10.0 ** t:g}" for t in ticks])
+    traces = [go.Heatmap(**heat),
+              go.Contour(x=a, y=b, z=np.asarray(data["margin"], dtype=float), showscale=False, hoverinfo="skip",
+                         autocontour=False, contours=dict(start=0, end=0, size=1, coloring="none"),
+                         line=dict(color="white", width=2, dash="dash"), name="decision boundary (prediction changes)",
+                         showlegend=legend)]
     for key, (name, symbol, color) in LANDSCAPE_MARKS.items():
-        a, b = data["points"][key]
-        fig.add_trace(go.Scatter(x=[a], y=[b], mode="markers", name=name, marker=dict(
-            symbol=symbol, size=13, color=color, line=dict(color="white", width=1.5))), row=1, col=1)
+        pa, pb = data["points"][key]
+        traces.append(go.Scatter(x=[pa], y=[pb], mode="markers", name=name, showlegend=legend, marker=dict(
+            symbol=symbol, size=13, color=color, line=dict(color="white", width=1.5))))
+    return traces
+
+
+def landscape_headline(data: Mapping) -> str:
+    """The number a learner reads: the loss at distance ε along each axis (and PGD's)."""
+    at = data["loss_at"]
+    return (f"at distance ε = {data['eps']:.3g}: FGSM's direction reaches loss {at['fgsm']:.3g}, the adversarial "
+            f"direction {at['adversarial']:.3g} (PGD-40: {at['pgd']:.3g})")
+
+
+def _landscape_axes(fig, row: int, col: int) -> None:
+    fig.update_xaxes(title_text="a: along FGSM's step sign(∇ₓJ)", row=row, col=col)
+    fig.update_yaxes(title_text="b: along PGD's direction ⟂ the gradient axis", row=row, col=col)
+
+
+def landscape_figure(data: Mapping, *, title: str = "", zrange=LANDSCAPE_LOSS_RANGE) -> go.Figure:
+    """A :func:`gmreg_lab.landscape.loss_landscape` result: the loss over the slice (gradient axis x adversarial
+    axis) as a heat map on the log colour scale ``zrange`` shared by every landscape figure, the decision boundary
+    (dashed white: where the model's prediction changes), the points at their slice coordinates (left), and the
+    FGSM and R-FGSM logit vectors as bars with their L2 distance (right). Traces in order: heat map, boundary
+    contour, one marker trace per point, two bar traces (the explorer updates them in place)."""
+    fig = make_subplots(rows=1, cols=2, column_widths=[0.62, 0.38], horizontal_spacing=0.12,
+                        subplot_titles=("loss over the slice of the ε-ball (log colour scale)",
+                                        f"logits: FGSM vs R-FGSM (L2 distance {data['logit_distance']:.2f})"))
+    for t in _landscape_traces(data, zrange):
+        fig.add_trace(t, row=1, col=1)
     classes = [str(i) for i in range(len(data["logits"]["fgsm"]))]
     fig.add_trace(go.Bar(x=classes, y=data["logits"]["fgsm"], name="FGSM logits", marker_color=COLORS["fgsm"]),
                   row=1, col=2)
     fig.add_trace(go.Bar(x=classes, y=data["logits"]["rfgsm"], name="R-FGSM logits",
                          marker_color=COLORS["rfgsm"]), row=1, col=2)
-    fig.update_xaxes(title_text="along sign(∇ₓJ)  (FGSM direction)", row=1, col=1)
-    fig.update_yaxes(title_text="along a random sign direction", row=1, col=1)
+    _landscape_axes(fig, 1, 1)
     fig.update_xaxes(title_text="class", row=1, col=2)
     fig.update_layout(barmode="group")
-    return _layout(fig, title or f"loss landscape (ε = {data['eps']:.3g}, α = {data['alpha']:.3g}): FGSM reaches "
-                   f"{data['loss_at']['fgsm']:.2f}, the slice's maximum is "
-                   f"{data['loss_at']['fgsm'] + data['fgsm_shortfall']:.2f}", height=460)
+    return _layout(fig, title or f"loss landscape (α = {data['alpha']:.3g}): {landscape_headline(data)}", height=480)
+
+
+def landscape_comparison(panels: Mapping[str, Mapping], *, title: str = "",
+                         zrange=LANDSCAPE_LOSS_RANGE) -> go.Figure:
+    """Several :func:`gmreg_lab.landscape.loss_landscape` results side by side (``{panel title: data}``) on ONE
+    colour scale (log10 of the loss over ``zrange``), each with its decision boundary, its points and its headline
+    (the loss at distance ε along each axis) under the panel."""
+    if not panels:
+        raise GmregError("no landscapes to compare")
+    names = list(panels)
+    fig = make_subplots(rows=1, cols=len(names), subplot_titles=names, horizontal_spacing=0.08)
+    for i, name in enumerate(names):
+        for t in _landscape_traces(panels[name], zrange, legend=i == 0, coloraxis="coloraxis"):
+            fig.add_trace(t, row=1, col=i + 1)
+        _landscape_axes(fig, 1, i + 1)
+        at = panels[name]["loss_at"]
+        fig.add_annotation(text=f"FGSM {at['fgsm']:.3g} · adversarial axis {at['adversarial']:.3g} · PGD "
+                                f"{at['pgd']:.3g}", showarrow=False, xref=f"x{i + 1 if i else ''} domain",
+                           yref=f"y{i + 1 if i else ''} domain", x=0.5, y=-0.32)
+    lo, hi = zrange
+    ticks = list(range(int(np.ceil(np.log10(lo))), int(np.floor(np.log10(hi))) + 1))
+    fig.update_layout(coloraxis=dict(colorscale="Viridis", cmin=np.log10(lo), cmax=np.log10(hi), colorbar=dict(
+        title="loss", tickvals=ticks, ticktext=[f"{10.0 ** t:g}" for t in ticks])))
+    eps = next(iter(panels.values()))["eps"]
+    _layout(fig, title or f"loss at distance ε = {eps:.3g} along FGSM's direction vs the adversarial one (one colour "
+            f"scale)", height=520)
+    return fig.update_layout(margin=dict(l=60, r=20, t=60, b=150), legend=dict(y=-0.38))

@@ -8,10 +8,15 @@ temporary name and renamed, so a kill at any moment leaves the previous good fil
 from __future__ import annotations
 
 import csv
+import datetime
+import hashlib
 import io
 import json
 import os
 import platform
+import shlex
+import subprocess
+import sys
 import tempfile
 from importlib import metadata
 from pathlib import Path
@@ -137,6 +142,47 @@ def log_rows(history) -> list:
     return [r for r in history if r.get("event", "log") == "log"]
 
 
+PACKAGE_DIR = Path(__file__).resolve().parent
+
+
+def source_sha256(package_dir=None) -> str:
+    """SHA-256 of the package source that is running: every ``*.py`` under ``package_dir`` (default this package),
+    relative path and bytes, in sorted order. Two results folders with the same hash were made by the same code,
+    committed or not."""
+    root = Path(package_dir) if package_dir is not None else PACKAGE_DIR
+    h = hashlib.sha256()
+    for f in sorted(root.rglob("*.py")):
+        if "__pycache__" in f.parts:
+            continue
+        h.update(f.relative_to(root).as_posix().encode() + b"\0" + f.read_bytes() + b"\0")
+    return h.hexdigest()
+
+
+def git_state(package_dir=None) -> dict:
+    """``{"git_commit", "git_dirty"}`` of the repository holding the package (None, None outside a git checkout,
+    or without git). ``git_dirty``: the package source differs from that commit."""
+    root = (Path(package_dir) if package_dir is not None else PACKAGE_DIR).parent
+    try:
+        commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, timeout=10)
+        if commit.returncode != 0:
+            return {"git_commit": None, "git_dirty": None}
+        dirty = subprocess.run(["git", "status", "--porcelain", "--", "gmreg_lab"], cwd=root, capture_output=True,
+                               text=True, timeout=10)
+        return {"git_commit": commit.stdout.strip(), "git_dirty": bool(dirty.stdout.strip())}
+    except (OSError, subprocess.SubprocessError):
+        return {"git_commit": None, "git_dirty": None}
+
+
+def provenance(device=None) -> dict:
+    """What made a result: the git commit (and whether the package source differed from it), the source hash, the
+    command line, the time (UTC), the device, what precision "auto" meant there, and the number of processes."""
+    from .runtime import world
+
+    return {**git_state(), "source_sha256": source_sha256(), "command": shlex.join(sys.argv),
+            "time": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+            "device": str(device) if device is not None else None, "processes": world()[1]}
+
+
 def environment_info(device=None) -> dict:
     def version(pkg):
         try:
@@ -148,7 +194,8 @@ def environment_info(device=None) -> dict:
             "processor": platform.processor() or None, "cpu_count": os.cpu_count(),
             "torch": torch.__version__, "torchvision": version("torchvision"), "gmreg_lab": version("gmreg-lab"),
             "torch_threads": torch.get_num_threads(), "cpu": cpu_description(),
-            "precision_auto": resolve_precision("auto", device if device is not None else "cpu")}
+            "precision_auto": resolve_precision("auto", device if device is not None else "cpu"),
+            **provenance(device)}
     if device is not None and torch.device(device).type == "cuda":
         info["gpu"] = torch.cuda.get_device_name(torch.device(device))
     return info

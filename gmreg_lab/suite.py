@@ -4,9 +4,16 @@ optimizer and schedule; each method its own step rule), at several epsilons.
 
 For every method and eps: clean, FGSM and PGD-40 accuracy, the worst case over PGD-40, APGD-CE and APGD-T (the
 kit's AutoAttack-style ensemble), the final FGSM / R-FGSM logit distance, whether training collapsed (catastrophic
-overfitting: the PGD probe falling to near zero after having been well above it) and at which iteration, and the
-seconds per epoch of each method measured side by side (``gmreg-lab bench``). Markdown + JSON + plotly HTML, every
-run and evaluation cached and resumable like ``reproduce``.
+overfitting, as Wong, Rice & Kolter 2020 named it: the PGD probe falling to near zero after having been well above
+it) and at which iteration, for every method, and the seconds per epoch of each method measured side by side
+(``gmreg-lab bench``). Markdown + JSON + plotly HTML, every run and evaluation cached and resumable like
+``reproduce``.
+
+The model evaluated for each run is its best-validation epoch (``load_model(which="best")``: the epoch with the best
+I-FGSM-3 accuracy on ``select_size`` validation images, the paper's rule). A run that did not learn (a constant or
+near-constant predictor: :func:`gmreg_lab.report_tables.did_not_learn`) is flagged as such and its attack
+accuracies are not robust accuracies: the report never prints them as one, and leaves it out of "lowest logit
+distance" claims.
 """
 
 from __future__ import annotations
@@ -25,11 +32,27 @@ from .config import TrainConfig
 from .diagnostics import COLLAPSE_PEAK, collapse, logit_distance
 from .errors import GmregError
 from .evaluate import evaluate, worst_case
+from .report_tables import result_did_not_learn
 from .reproduce import Reproduction
 from .runs import atomic_write_text, environment_info, load_checkpoint, log_rows, write_json
 from .runtime import resolve_device
 
 PEERS = ("fgsm", "proposed", "fgsm_rs", "nfgsm", "gradalign", "pgd")
+
+
+def class_shares(model, x, y) -> dict:
+    """``{"majority_pct": the most frequent label's share of y, "top_pred_pct": the most predicted class's share
+    of the clean predictions}`` (%), for :func:`gmreg_lab.report_tables.did_not_learn`."""
+    from .models import to_model_device
+
+    x, y = to_model_device(model, x, y)
+    model.eval()
+    with torch.no_grad():
+        pred = torch.cat([model(xb).argmax(1) for xb in x.split(1000)])
+    share = lambda v: float(torch.bincount(v).max()) * 100 / len(v)     # noqa: E731
+    return {"majority_pct": share(y), "top_pred_pct": share(pred)}
+
+
 NAMES = {"fgsm": "FGSM-AT", "proposed": "Proposed (λ = 5)", "fgsm_rs": "FGSM-RS", "nfgsm": "N-FGSM",
          "gradalign": "GradAlign", "pgd": "PGD-AT"}
 
@@ -90,7 +113,7 @@ def _evaluate_run(r: Reproduction, sc: SuiteScale, name: str, x, y) -> dict:
     worst = worst_case(model, x, y, sc.worst, cfg.eps)
     dist = logit_distance(model, x, y, cfg.eps, cfg.alpha, generator=torch.Generator().manual_seed(0))
     return {"method": cfg.method, "eps": cfg.eps, "acc": {k: v["acc"] for k, v in table.items()},
-            "worst": worst, "logit_dist": dist}     # the collapse verdict: peers() derives it from the history
+            "worst": worst, "logit_dist": dist}     # collapse and did-not-learn: peers() derives them every time
 
 
 def _bench(sc: SuiteScale, methods, dev) -> dict:
@@ -120,14 +143,18 @@ def peers(scale: str = "quick", out=None, *, dataset: str = "mnist", methods=Non
                                   progress=progress, shard=shard)
     summary = {"suite": "peers", "dataset": dataset, "scale": scale, "scale_settings": asdict(sc),
                "environment": environment_info(dev), "methods": methods,
+               "evaluated_model": "best-validation epoch (I-FGSM-3 on select_size validation images)",
                "runs": {k: {"config": m.get("config"), "seconds_per_epoch": m.get("seconds_per_epoch"),
-                            "train_device": m.get("device")} for k, m in metrics.items()}}
+                            "train_device": m.get("device"), "best_epoch": m.get("best_epoch")}
+                        for k, m in metrics.items()}}
     if shard is not None:
         return summary
     x, y = r.test.tensors(sc.eval_limit)
     summary["results"] = {name: r.cached(f"{name}.json", _evaluate_run, r, sc, name, x, y) for name in runs}
-    for name, res in summary["results"].items():     # cheap, from the history: never stale in a cached evaluation
+    for name, res in summary["results"].items():     # cheap: never stale in a cached evaluation
         res["collapse"] = collapse(log_rows(load_checkpoint(r.out / "runs" / name)["history"]))
+        res.update(class_shares(r.model(name), x, y))
+        res["did_not_learn"] = result_did_not_learn(res)
     summary["bench"] = r.cached("bench.json", _bench, sc, methods, dev)
     summary["anchors"] = paper.PEER_ANCHORS
     summary["collapse_peak"] = COLLAPSE_PEAK

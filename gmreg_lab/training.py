@@ -2,7 +2,10 @@
 
 A step function gets the context and a clean minibatch ``(x, y)`` and returns ``(loss, parts)``: the loss to
 back-propagate and a dict of scalar tensors to log. Adversaries are crafted with the model in eval mode (no
-dropout/batch-norm noise in the attack, as in the authors' code) and the loss pass runs in train mode.
+dropout/batch-norm noise in the attack, as in the authors' code) and the loss pass runs in train mode; GradAlign
+takes both of its input gradients in train mode, as Andriushchenko & Flammarion's code does (see its step). Every
+step reads the training eps (and R-FGSM's alpha) from the context, ``ctx.eps`` / ``ctx.alpha``: the configured
+values scaled by the eps warm-up's factor of the current iteration (:func:`eps_warmup_factor`).
 
 The loop keeps metrics on the device and reads them only every ``log_every`` iterations, writes the run directory
 atomically at every epoch end, resumes bit for bit, and stops with a clear error on a NaN/Inf loss.
@@ -47,6 +50,17 @@ class StepContext:
     host_generator: torch.Generator = field(default_factory=torch.Generator)  # CPU choices (no device sync)
     loss_model: Optional[torch.nn.Module] = None     # the loss pass's model when it differs (DDP's wrapper)
     loss_scale: float = 1.0                          # the loss is multiplied by this before backward (DDP shards)
+    warmup: float = 1.0                              # eps warm-up factor of this iteration (1 when off or over)
+
+    @property
+    def eps(self) -> float:
+        """The training eps of this iteration: ``cfg.eps`` times the warm-up factor (exactly ``cfg.eps`` at 1)."""
+        return self.cfg.eps if self.warmup == 1.0 else self.cfg.eps * self.warmup
+
+    @property
+    def alpha(self) -> float:
+        """R-FGSM's noise size of this iteration, scaled with eps (never above it)."""
+        return self.cfg.alpha if self.warmup == 1.0 else self.cfg.alpha * self.warmup
 
     @property
     def net(self) -> torch.nn.Module:
@@ -85,14 +99,14 @@ def step_normal(ctx, x, y):
 
 def step_fgsm(ctx, x, y):
     with attacking(ctx.model):
-        x_adv = fgsm(ctx.model, x, y, ctx.cfg.eps)
+        x_adv = fgsm(ctx.model, x, y, ctx.eps)
     ce = _ce(ctx.net, x_adv, y)
     return ce, {"ce": ce}
 
 
 def step_rfgsm(ctx, x, y):
     with attacking(ctx.model):
-        x_adv = rfgsm(ctx.model, x, y, ctx.cfg.eps, ctx.cfg.alpha, generator=ctx.generator)
+        x_adv = rfgsm(ctx.model, x, y, ctx.eps, ctx.alpha, generator=ctx.generator)
     ce = _ce(ctx.net, x_adv, y)
     return ce, {"ce": ce}
 
@@ -100,7 +114,7 @@ def step_rfgsm(ctx, x, y):
 def step_fgsm_rfgsm(ctx, x, y):
     """Ablation (i): a minibatch holding both FGSM and R-FGSM adversaries, plain CE on all of it."""
     with attacking(ctx.model):
-        x_f, x_r = fgsm_rfgsm(ctx.model, x, y, ctx.cfg.eps, ctx.cfg.alpha, generator=ctx.generator)
+        x_f, x_r = fgsm_rfgsm(ctx.model, x, y, ctx.eps, ctx.alpha, generator=ctx.generator)
     ce = _ce(ctx.net, torch.cat([x_f, x_r]), torch.cat([y, y]))
     return ce, {"ce": ce}
 
@@ -111,7 +125,7 @@ def step_eat(ctx, x, y):
     pick = int(torch.randint(len(ctx.sources) + 1, (1,), generator=ctx.host_generator))  # CPU: no device sync
     source = ctx.model if pick == len(ctx.sources) else ctx.sources[pick]
     with attacking(ctx.model):
-        x_adv = fgsm(source, x, None, ctx.cfg.eps)
+        x_adv = fgsm(source, x, None, ctx.eps)
     ctx.net.train()
     logits = ctx.net(torch.cat([x, x_adv])).float()
     n = x.shape[0]
@@ -120,9 +134,11 @@ def step_eat(ctx, x, y):
 
 
 def step_pgd(ctx, x, y):
+    """PGD-AT (Madry et al.). Under an eps warm-up only the radius ramps: ``pgd_step_size`` is a pixel step of
+    its own, not tied to eps."""
     cfg = ctx.cfg
     with attacking(ctx.model):
-        x_adv = pgd(ctx.model, x, y, cfg.eps, cfg.pgd_step_size, cfg.pgd_steps, generator=ctx.generator)
+        x_adv = pgd(ctx.model, x, y, ctx.eps, cfg.pgd_step_size, cfg.pgd_steps, generator=ctx.generator)
     ce = _ce(ctx.net, x_adv, y)
     return ce, {"ce": ce}
 
@@ -132,7 +148,7 @@ def step_proposed(ctx, x, y):
     pass over B* = [B1, B2], loss Eq. 8."""
     cfg = ctx.cfg
     with attacking(ctx.model):
-        x_f, x_r = fgsm_rfgsm(ctx.model, x, y, cfg.eps, cfg.alpha, generator=ctx.generator)
+        x_f, x_r = fgsm_rfgsm(ctx.model, x, y, ctx.eps, ctx.alpha, generator=ctx.generator)
     ctx.net.train()
     logits = ctx.net(torch.cat([x_f, x_r]))
     n = x.shape[0]
@@ -146,7 +162,8 @@ def step_fgsm_rs(ctx, x, y):
     projection; CE on the result."""
     cfg = ctx.cfg
     with attacking(ctx.model):
-        x_adv = fgsm_rs(ctx.model, x, y, cfg.eps, cfg.rs_step * cfg.eps, generator=ctx.generator)
+        x_adv = fgsm_rs(ctx.model, x, y, ctx.eps, cfg.rs_step * ctx.eps, generator=ctx.generator,
+                        clip_start=cfg.rs_clip_start)
     ce = _ce(ctx.net, x_adv, y)
     return ce, {"ce": ce}
 
@@ -155,7 +172,7 @@ def step_nfgsm(ctx, x, y):
     """N-FGSM (de Jorge et al. 2022): noise of nfgsm_k * eps, a full eps step, no projection; CE on the result."""
     cfg = ctx.cfg
     with attacking(ctx.model):
-        x_adv = nfgsm(ctx.model, x, y, cfg.eps, cfg.nfgsm_k, generator=ctx.generator)
+        x_adv = nfgsm(ctx.model, x, y, ctx.eps, cfg.nfgsm_k, generator=ctx.generator)
     ce = _ce(ctx.net, x_adv, y)
     return ce, {"ce": ce}
 
@@ -163,19 +180,23 @@ def step_nfgsm(ctx, x, y):
 def step_gradalign(ctx, x, y):
     """GradAlign (Andriushchenko & Flammarion 2020): CE on the FGSM adversary (zero start, step eps) plus
     align_lam * (1 - cos(grad_x J(x), grad_x J(x + eta))), eta ~ U(-eps, eps). The first gradient is the one the
-    FGSM step used (a constant); the second is differentiated through (double back-propagation), with the model in
-    train mode as in the loss pass. x + eta is not clipped to [0, 1], as in their code.
+    FGSM step used (a constant); the second is differentiated through (double back-propagation). Both are taken
+    with the model in train mode, as in their code (``model.train()`` throughout their loop): on a batch-norm
+    network an eval-mode first gradient against a train-mode second one differs by the normalisation alone, and
+    the regulariser would stop measuring local linearity (each of the step's three passes updates batch-norm
+    running statistics, as theirs do). x + eta is not clipped to [0, 1], as in their code.
 
     The step always runs in fp32, whatever ``precision`` says: under bf16 autocast the cosine of two small input
     gradients and its second-order backward are too coarse to train on (MNIST, eps 0.3, one epoch, lambda 1: PGD-10
     probe 5.5 % with bf16 against 39 % in fp32; README, "Beyond the paper")."""
-    cfg, model = ctx.cfg, ctx.model
+    cfg, model, eps = ctx.cfg, ctx.model, ctx.eps
     with torch.autocast(x.device.type, enabled=False):
-        with attacking(model):
+        with attacking(model):      # weights frozen: this pass needs input gradients only
+            model.train()           # ... but in train mode, like the second gradient
             g1 = input_grad(model, x, y)
-        x_adv = (x + cfg.eps * g1.sign()).clamp(0, 1)
+        x_adv = (x + eps * g1.sign()).clamp(0, 1)
         ce = _ce(ctx.net, x_adv, y)
-        g2 = input_grad(model, x + uniform_noise(x, cfg.eps, ctx.generator), y, create_graph=True)
+        g2 = input_grad(model, x + uniform_noise(x, eps, ctx.generator), y, create_graph=True)
         reg = gradient_misalignment(g1, g2)
     return ce + cfg.align_lam * reg, {"ce": ce, "reg": reg}
 
@@ -188,16 +209,55 @@ STEPS: dict[str, Callable] = {"normal": step_normal, "fgsm": step_fgsm, "rfgsm":
 
 # --- one iteration, and how it runs ---------------------------------------------------------------------------------
 def make_model(cfg: TrainConfig, dev):
-    """A fresh model for ``cfg`` on ``dev`` (channels_last if asked) and its SGD optimizer."""
+    """A fresh model for ``cfg`` on ``dev`` (channels_last if asked) and its optimizer (``cfg.optimizer``: SGD with
+    momentum, or Adam with its default betas)."""
     model = build(cfg.model, cfg.dataset, cfg.normalize).to(dev)
     if cfg.channels_last:
         model = model.to(memory_format=torch.channels_last)
-    opt = torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
+    if cfg.optimizer == "adam":
+        opt = torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    else:
+        opt = torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
     return model, opt
 
 
+def cyclic_lr_factor(cfg: TrainConfig, iteration: int, total: int) -> float:
+    """The cyclic schedule's factor of ``cfg.lr`` for the optimizer step after ``iteration`` finished ones, out of
+    ``total``: triangular in t = (iteration + 1) / total, 0 -> 1 at ``cfg.lr_peak`` -> 0 at the end (Wong et al.
+    2020 evaluate their schedule at epoch + (i + 1) / batches per epoch, the same point)."""
+    t = min(1.0, (iteration + 1) / total)
+    return t / cfg.lr_peak if t <= cfg.lr_peak else max(0.0, (1.0 - t) / (1.0 - cfg.lr_peak))
+
+
+def make_scheduler(cfg: TrainConfig, opt, iters_per_epoch: int):
+    """The learning-rate schedule, stepped once per iteration: MultiStepLR at ``lr_milestones`` (``"step"``), or
+    the triangular :func:`cyclic_lr_factor` (``"cyclic"``). Its state is in the checkpoint, so a resumed run goes
+    on with the same rates."""
+    if cfg.lr_schedule == "cyclic":
+        total = max(1, cfg.epochs * iters_per_epoch)
+        return torch.optim.lr_scheduler.LambdaLR(opt, lambda i: cyclic_lr_factor(cfg, i, total))
+    return torch.optim.lr_scheduler.MultiStepLR(opt, _milestones(cfg, iters_per_epoch), gamma=cfg.lr_gamma)
+
+
+def eps_warmup_factor(cfg: TrainConfig, iteration: int, iters_per_epoch: int) -> float:
+    """The factor of the training eps at the step after ``iteration`` finished ones: ``min(1, iteration / W)`` with
+    W = ``eps_warmup_epochs`` x iterations per epoch (0 at the first step, the full eps from iteration W on, as in
+    Andriushchenko & Flammarion's eps ramp); exactly 1.0 when the warm-up is off. A function of the iteration
+    count alone, so a resumed run ramps exactly as an uninterrupted one."""
+    span = cfg.eps_warmup_epochs * iters_per_epoch
+    if span <= 0 or iteration >= span:
+        return 1.0
+    return iteration / span
+
+
+def eps_at(cfg: TrainConfig, iteration: int, iters_per_epoch: int) -> float:
+    """The training eps used at the step after ``iteration`` finished ones (see :func:`eps_warmup_factor`)."""
+    f = eps_warmup_factor(cfg, iteration, iters_per_epoch)
+    return cfg.eps if f == 1.0 else cfg.eps * f
+
+
 def optimizer_step(step_fn, ctx: StepContext, opt, x, y, dev, autocast_cache: bool = True):
-    """One training iteration: the method's step under the configured precision, backward, SGD update."""
+    """One training iteration: the method's step under the configured precision, backward, optimizer update."""
     cfg = ctx.cfg
     if cfg.channels_last and x.dim() == 4:
         x = x.contiguous(memory_format=torch.channels_last)
@@ -221,11 +281,14 @@ def make_step(ctx: StepContext, opt, dev, *, graphs: Optional[bool] = None, comp
     :class:`runtime.Step`.
 
     ``graphs`` (default ``cfg.cuda_graphs``): replay it as a CUDA graph on a GPU (never for EAT, which picks its
-    source on the host). ``compiled`` (default ``cfg.compile_model``): run it on ``torch.compile(model)``; the model
-    in ``ctx`` stays the plain one (checkpoints, probes)."""
+    source on the host, nor with Adam or the cyclic schedule, whose learning rate changes every step and would be
+    captured again each time; the loop also runs the eps warm-up's steps uncaptured). ``compiled`` (default
+    ``cfg.compile_model``): run it on ``torch.compile(model)``; the model in ``ctx`` stays the plain one
+    (checkpoints, probes)."""
     cfg = ctx.cfg
     step_fn = STEPS[cfg.method]
-    graphs = (cfg.cuda_graphs if graphs is None else graphs) and dev.type == "cuda" and cfg.method != "eat"
+    graphs = ((cfg.cuda_graphs if graphs is None else graphs) and dev.type == "cuda" and cfg.method != "eat"
+              and cfg.optimizer == "sgd" and cfg.lr_schedule == "step")
     compiled = cfg.compile_model if compiled is None else compiled
 
     def iteration(model, x, y, in_graph: bool):
@@ -355,8 +418,7 @@ def train(cfg: TrainConfig, out=None, *, device="auto", data_dir=None, callback:
     with torch.random.fork_rng(devices=devices):  # our seeding never disturbs the caller's global RNG
         torch.manual_seed(cfg.seed)
         model, opt = make_model(cfg, dev)
-        sched = torch.optim.lr_scheduler.MultiStepLR(
-            opt, _milestones(cfg, train_set.num_batches(cfg.batch_size)), gamma=cfg.lr_gamma)
+        sched = make_scheduler(cfg, opt, train_set.num_batches(cfg.batch_size))
         gen = torch.Generator(device=dev).manual_seed(cfg.seed + 1)
         host_gen = torch.Generator().manual_seed(cfg.seed + 2)
         state = RunState()
@@ -540,8 +602,13 @@ class _Run:
 
     def _iteration(self, x, y) -> None:
         """One optimizer step; its metrics stay on the device until the next log row."""
-        state = self.state
-        loss, parts = self.step(x, y)
+        state, step = self.state, self.step
+        self.ctx.warmup = eps_warmup_factor(self.cfg, state.iteration, self.iters_per_epoch)
+        if self.ctx.warmup < 1.0 and step.graphs:    # a CUDA graph bakes eps in: warm-up steps run uncaptured
+            loss, parts = step.iteration(step.fast_model if step.shape in (None, x.shape) else step.model, x, y,
+                                         False)
+        else:
+            loss, parts = step(x, y)
         self.sched.step()
         it = state.iteration
         self.bad_at = torch.where((self.bad_at < 0) & ~torch.isfinite(loss.detach()),
@@ -573,6 +640,8 @@ class _Run:
         row = {"event": "log", "iteration": state.iteration, "epoch": state.iteration / self.iters_per_epoch,
                "lr": self.opt.param_groups[0]["lr"], **{k: float(v) / self.count for k, v in self.sums.items()},
                **probed}
+        if cfg.eps_warmup_epochs > 0:    # the eps of the row's last step (a function of the iteration count)
+            row["eps_train"] = eps_at(cfg, state.iteration - 1, self.iters_per_epoch)
         self.sums, self.count = {}, 0
         sync(self.dev)
         self.t_probe += time.perf_counter() - t0

@@ -23,6 +23,7 @@ import plotly.graph_objects as go
 import torch
 
 from . import plots
+from . import config
 from .config import TrainConfig
 from .errors import GmregError
 from .evaluate import parse_attack
@@ -154,7 +155,7 @@ _ONE_RUN = threading.Lock()   # one training run at a time in this kernel, whate
 class TrainingPanel(_Displayable):
     """lambda / eps sliders, method picker, Train and Stop, and a live 2x2 dashboard of the current run."""
 
-    METHODS = ("proposed", "fgsm", "rfgsm", "fgsm_rfgsm", "pgd", "normal", "fgsm_rs", "nfgsm", "gradalign")
+    METHODS = ("proposed", *(m for m in config.METHODS if m not in ("proposed", "eat")))   # EAT needs sources
 
     def __init__(self, base: TrainConfig, *, out_dir=None, data_dir=None, device="auto", lam_max: float = 20.0,
                  eps_max: Optional[float] = None, min_interval: float = 0.5):
@@ -315,9 +316,11 @@ def training_panel(base: TrainConfig, **kw) -> TrainingPanel:
 
 # --- the loss landscape, live -----------------------------------------------------------------------------------------
 class LandscapeExplorer(_Displayable):
-    """Pick a model, an image and the R-FGSM noise α: the loss over a slice of the ε-ball (gradient axis x random
-    axis) redraws with x, x_fgsm, x', x_rfgsm and the PGD adversary marked, beside the FGSM and R-FGSM logits.
-    ``seconds`` holds the time of the last redraw (compute and figure update)."""
+    """Pick a model, an image and the R-FGSM noise α: the loss over a slice of the ε-ball (FGSM's gradient axis x
+    PGD's adversarial axis orthogonal to it, :func:`gmreg_lab.landscape.loss_landscape`) redraws on one fixed log
+    colour scale, with the decision boundary, x, x_fgsm, x', x_rfgsm and the PGD adversary marked, beside the FGSM
+    and R-FGSM logits; the title reads the loss at distance ε along each axis. ``seconds`` holds the time of the
+    last redraw (compute and figure update)."""
 
     def __init__(self, models: dict, x, y, *, eps: float, alpha: float, grid: int = 41, index: int = 0,
                  alpha_max: Optional[float] = None, pgd_steps: int = 40):
@@ -336,7 +339,9 @@ class LandscapeExplorer(_Displayable):
                                    readout_format=".3f", continuous_update=False, layout=W.Layout(width="300px"))
         self.seconds = 0.0
         self.data = self._compute()
-        self.fig = go.FigureWidget(plots.landscape_figure(self.data))
+        first = plots.landscape_figure(self.data)
+        first.layout.title.text = f"{self.model.value}: {first.layout.title.text}"
+        self.fig = go.FigureWidget(first)
         for w in (self.model, self.index, self.alpha):
             w.observe(self.update, names="value")
         self.widget = W.VBox([W.HBox([self.model, self.index, self.alpha]), self.fig])
@@ -354,7 +359,7 @@ class LandscapeExplorer(_Displayable):
         new = plots.landscape_figure(self.data)
         with self.fig.batch_update():
             for t, nt in zip(self.fig.data, new.data):
-                for attr in ("x", "y", "z"):
+                for attr in ("x", "y", "z", "customdata"):
                     if attr in nt and nt[attr] is not None:
                         t[attr] = nt[attr]
             self.fig.layout.title.text = f"{self.model.value}: {new.layout.title.text}"

@@ -121,3 +121,66 @@ def test_against_torchattacks(trained_lenet, mnist_test):
     clean = _acc(trained_lenet, x, y)
     assert theirs_ce < clean - 20   # the attack bites at this eps: a meaningful comparison
     assert abs(ours_ce - theirs_ce) <= 4 and abs(ours_t - theirs_t) <= 4
+
+
+# --- models with 2 or 3 classes: what AutoAttack does there -------------------------------------------------------
+def _few_classes(k, n=120, eps=0.1):
+    """A k-class linear model and its exact robust accuracy at ``eps`` (the closed form of ``_linear_case``)."""
+    g = torch.Generator().manual_seed(k)
+    model = torch.nn.Linear(36, k).eval()
+    with torch.no_grad():
+        model.weight.copy_(torch.randn(k, 36, generator=g) / 6)
+        model.bias.zero_()
+    net = torch.nn.Sequential(torch.nn.Flatten(), model).eval()
+    x = 0.2 + 0.6 * torch.rand(n, 1, 6, 6, generator=g)      # the ball of eps <= 0.2 stays inside [0, 1]
+    with torch.no_grad():
+        z = net(x)
+        y = z.argmax(1)
+        w = model.weight
+        worst = torch.stack([z[:, t] - z.gather(1, y[:, None])[:, 0] + eps * (w[t] - w[y]).abs().sum(1)
+                             for t in range(k)], 1)
+        worst.scatter_(1, y[:, None], float("-inf"))
+        exact = (worst.amax(1) < 0).float().mean().item() * 100
+    return net, x, y, eps, exact
+
+
+def test_dlr_needs_3_classes_and_targeted_dlr_4_with_one_line_errors():
+    z2, z3 = torch.randn(4, 2), torch.randn(4, 3)
+    y = torch.zeros(4, dtype=torch.long)
+    with pytest.raises(ValueError, match="DLR loss needs at least 3 classes .*the model has 2"):
+        attacks.dlr_loss(z2, y)
+    with pytest.raises(ValueError, match="targeted DLR loss needs at least 4 classes .*the model has 3"):
+        attacks.dlr_loss(z3, y, torch.ones(4, dtype=torch.long))
+    assert attacks.dlr_loss(z3, y).shape == (4,)
+    assert attacks.apgd_t_loss(10) == "dlr-t" and attacks.apgd_t_loss(4) == "dlr-t"
+    assert attacks.apgd_t_loss(3) == "ce-t" and attacks.apgd_t_loss(2) == "ce-t"
+
+
+@pytest.mark.parametrize("k", [2, 3])
+def test_apgd_t_on_2_or_3_classes_uses_the_targeted_cross_entropy_and_still_reaches_the_exact_accuracy(k, caplog):
+    """AutoAttack flags targeted DLR as impossible below 4 classes (check_n_classes) and has a 'ce-targeted' loss:
+    APGD-T takes it there, and on a linear model still reaches the exact robust accuracy (within one example)."""
+    net, x, y, eps, exact = _few_classes(k)
+    assert 10 < exact < 90
+    with caplog.at_level("INFO", logger="gmreg_lab.attacks"):
+        xa = attacks.apgd_t(net, x, y, eps, 50, targets=k - 1, generator=torch.Generator().manual_seed(0))
+    assert "targeted cross-entropy instead of targeted DLR" in caplog.text
+    assert (xa - x).abs().max() <= eps + 1e-6
+    one = 100 / len(y)   # the target's cross-entropy is not the margin itself: it may miss a borderline example
+    assert exact - 0.01 <= _acc(net, xa, y) <= exact + one + 0.01
+    assert exact - 0.01 <= attack_stats(net, parse_attack(f"apgd:50:{k - 1}"), x, y, eps)["acc"] <= exact + one + 0.01
+    with pytest.raises(ValueError, match=rf"targets must be an integer in \[1, {k - 1}\] \(the model has {k}"):
+        attacks.apgd_t(net, x, y, eps, 5, targets=9)
+    if k == 2:
+        with pytest.raises(ValueError, match="DLR loss needs at least 3 classes"):
+            attacks.apgd(net, x, y, eps, 5, loss="dlr")
+
+
+def test_targeted_losses_take_targets_and_only_they():
+    net, x, y, eps, _ = _few_classes(3, n=8)
+    with pytest.raises(ValueError, match="need target classes"):
+        attacks.apgd(net, x, y, eps, 5, loss="ce-t")
+    with pytest.raises(ValueError, match="need target classes"):
+        attacks.apgd(net, x, y, eps, 5, loss="ce", target=(y + 1) % 3)
+    xa = attacks.apgd(net, x, y, eps, 5, loss="ce-t", target=(y + 1) % 3)
+    assert (xa - x).abs().max() <= eps + 1e-6

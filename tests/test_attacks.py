@@ -70,6 +70,25 @@ def test_fused_pair_equals_separate_attacks(trained_lenet, small_batch):
     assert torch.equal(x_r, attacks.rfgsm(trained_lenet, x, y, EPS, 0.01, generator=torch.Generator().manual_seed(5)))
 
 
+def test_fused_pair_returns_the_noise_it_drew(small_batch):
+    """``return_steps``: the same adversaries, and what they were made of, so that nobody draws the noise again
+    (the loss landscape marks x' from it)."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Flatten(), nn.Linear(784, 10)).eval()
+    x, y = small_batch
+    x, y = x[:8], y[:8]
+    x_f, x_r = attacks.fgsm_rfgsm(model, x, y, EPS, 0.05, generator=torch.Generator().manual_seed(5))
+    x_f2, x_r2, made = attacks.fgsm_rfgsm(model, x, y, EPS, 0.05, generator=torch.Generator().manual_seed(5),
+                                          return_steps=True)
+    assert torch.equal(x_f, x_f2) and torch.equal(x_r, x_r2)
+    assert set(made) == {"grad_sign", "noise", "x_noise", "grad_sign_noise"}
+    assert set(made["noise"].unique().tolist()) <= {-1.0, 1.0}
+    assert torch.equal(made["x_noise"], (x + 0.05 * made["noise"]).clamp(0, 1))
+    assert torch.equal(x_f, (x + EPS * made["grad_sign"]).clamp(0, 1))
+    assert torch.equal(x_r, (made["x_noise"] + (EPS - 0.05) * made["grad_sign_noise"]).clamp(0, 1))
+    assert torch.equal(made["grad_sign"], attacks.input_grad(model, x, y).sign())
+
+
 def _loss(model, x, y):
     with torch.no_grad():
         return F.cross_entropy(model(x), y).item()

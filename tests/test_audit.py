@@ -139,3 +139,105 @@ def test_gradient_free_check_compares_with_the_strongest_gradient_attack():
     assert gradient_free_check(88.3, min(91.2, 87.9), 1000).passed
     assert not gradient_free_check(40.0, min(91.2, 87.9), 1000).passed
     assert "the strongest PGD run 87.9%" in gradient_free_check(88.3, 87.9, 1000).detail
+
+
+# --- pre-flight checks (AutoAttack's checks.py) and models with few classes ---------------------------------------
+def _tiny_data(n=24, k=3, seed=0):
+    """A k-class linear TorchScript-able model on 1 x 8 x 8 images and images it classifies (labels: its own)."""
+    torch.manual_seed(seed)
+    net = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(64, k)).eval()
+    x = 0.2 + 0.6 * torch.rand(n, 1, 8, 8)
+    with torch.no_grad():
+        y = net(x).argmax(1)
+    return net, x, y
+
+
+def test_audit_of_a_three_class_torchscript_model_writes_its_report(tmp_path):
+    """APGD-T's targeted DLR reads the 4th largest logit: with 3 classes the audit uses the targeted cross-entropy
+    (AutoAttack's 'ce-targeted'), says so, and finishes."""
+    net, x, y = _tiny_data(k=3)
+    torch.jit.script(net).save(str(tmp_path / "three.pt"))
+    torch.save((x, y), tmp_path / "data.pt")
+    out = tmp_path / "report"
+    code = main(["audit", str(tmp_path / "three.pt"), "--data", str(tmp_path / "data.pt"), "--eps", "0.1",
+                 "--limit", "24", "--steps", "10", "--square-queries", "50", "--device", "cpu", "--out", str(out)])
+    assert code in (0, 1)
+    r = json.loads((out / "audit.json").read_text())
+    assert r["classes"] == 3 and any(k.startswith("apgd-t-100x2") for k in r["table"])
+    assert any("the target's cross-entropy" in n for n in r["preflight"]), r["preflight"]
+    md = (out / "audit.md").read_text()
+    assert "## Pre-flight checks" in md and "'ce-targeted'" in md and "## The checklist" in md
+    assert r["worst_case"]["robust"] <= min(r["table"].values())
+
+
+def test_preflight_errors_are_one_line(tmp_path, capsys):
+    from gmreg_lab.audit import preflight
+
+    net, x, y = _tiny_data(k=3)
+
+    class Noisy(torch.nn.Module):              # a randomized defence: noise on every forward pass
+        def __init__(self):
+            super().__init__()
+            self.net = net
+
+        def forward(self, x):
+            return self.net(x + 0.05 * torch.randn_like(x))
+
+    class Dropout(Noisy):                      # dropout left on
+        def __init__(self):
+            super().__init__()
+            self.drop = torch.nn.Dropout(0.5)
+
+        def forward(self, x):
+            return self.net(self.drop(x))
+
+    class One(torch.nn.Module):
+        def forward(self, x):
+            return x.flatten(1)[:, :1]
+
+    for model, msg in ((Noisy(), "changes between identical forward passes"),
+                       (Dropout().train(), "dropout left on"), (One(), "at least 2"),
+                       (torch.nn.Sequential(net, torch.nn.Softmax(1)), "returns probabilities")):
+        with pytest.raises(ValueError, match=msg):
+            preflight(model, x, y)
+    with pytest.raises(ValueError, match="labels go up to 5 but the model has 3 classes"):
+        preflight(net, x, torch.full_like(y, 5))
+    torch.jit.script(Noisy()).save(str(tmp_path / "noisy.pt"))
+    torch.save((x, y), tmp_path / "data.pt")
+    assert main(["audit", str(tmp_path / "noisy.pt"), "--data", str(tmp_path / "data.pt"), *FAST]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "identical forward passes" in err[0], err
+
+
+def test_preflight_notes_few_classes_and_a_dynamic_defence():
+    from gmreg_lab.audit import preflight
+
+    net, x, y = _tiny_data(k=2)
+    pre = preflight(net, x, y)
+    assert pre["classes"] == 2 and pre["apgd_targets"] == 1
+    assert any("APGD-T attacks 1 target class" in n for n in pre["notes"])
+    assert any("needs 4" in n and "'ce-targeted'" in n for n in pre["notes"])
+    assert preflight(_tiny_data(k=10)[0], x, torch.zeros_like(y))["notes"] == []
+
+    class Dynamic(torch.nn.Module):       # optimises its input at inference time (a dynamic defence)
+        def forward(self, x):
+            with torch.enable_grad():
+                z = x.detach().requires_grad_(True)
+                (g,) = torch.autograd.grad(net(z).logsumexp(1).sum(), z)
+            return net(x - 0.01 * g.sign())
+    assert any("dynamic defence" in n for n in preflight(Dynamic(), x, y)["notes"])
+
+
+def test_verdict_never_calls_label_leaking_or_an_unconverged_attack_masking():
+    from gmreg_lab.audit import verdict
+
+    checks = [{"name": "no_label_leaking", "passed": False, "kind": "leaking"},
+              {"name": "more_steps_and_restarts_dont_help", "passed": False},        # saved before kinds existed
+              {"name": "gradients_not_vanishing", "passed": True}]
+    v = verdict({"failed": ["no_label_leaking", "more_steps_and_restarts_dont_help"], "checks": checks})
+    assert v.startswith("No sign of gradient masking.") and "Signs of gradient masking" not in v
+    assert "Label leaking (1), not a sign of masking" in v and "had not converged (1)" in v
+    checks[2]["passed"] = False
+    v = verdict({"failed": ["no_label_leaking", "gradients_not_vanishing"], "checks": checks})
+    masking, leaking = v.index("Signs of gradient masking (1)"), v.index("Label leaking (1)")
+    assert v.index("gradients_not_vanishing") < leaking and masking < v.index("gradients_not_vanishing")

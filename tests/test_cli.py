@@ -1,19 +1,38 @@
-"""The command line, through real subprocesses: exit codes, one-line errors, nothing half-written."""
+"""The command line: exit codes, one-line errors, nothing half-written. Most cases call ``cli.main()`` in this
+process (a subprocess importing torch costs seconds each); ``cli_process`` keeps the real-process cases: exit status
+2 and no traceback from ``python -m gmreg_lab``, and a training process killed mid-run."""
 
+import contextlib
+import io
 import json
 import os
 import subprocess
 import sys
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
+
+from gmreg_lab.cli import main
 
 ROOT = Path(__file__).resolve().parent.parent
 TINY = ["--limit", "64", "--batch-size", "32", "--epochs", "1", "--val-size", "200", "--log-every", "1",
         "--precision", "fp32", "--no-progress"]
 
 
-def cli(*args, cwd=None):
+def cli(*args):
+    """``gmreg-lab ARGS`` in this process: its exit status and what it printed (argparse's exits included)."""
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        try:
+            code = main([str(a) for a in args])
+        except SystemExit as e:
+            code = e.code if isinstance(e.code, int) else 2
+    return SimpleNamespace(returncode=code, stdout=out.getvalue(), stderr=err.getvalue())
+
+
+def cli_process(*args, cwd=None):
+    """``python -m gmreg_lab ARGS`` as a real process."""
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     return subprocess.run([sys.executable, "-m", "gmreg_lab", *map(str, args)], capture_output=True, text=True,
                           cwd=cwd, env=env, timeout=300)
@@ -101,6 +120,16 @@ def test_bad_train_input_is_one_clean_line(args, message, tmp_path):
     assert not out.exists(), "nothing may be written on bad input"
 
 
+def test_a_real_process_exits_2_with_one_line_and_no_traceback(tmp_path):
+    out = tmp_path / "out"
+    r = cli_process("train", "--eps", "1.5", "--out", out, *TINY)
+    assert r.returncode == 2 and "eps must be a number in [0, 1]" in r.stderr, r.stderr
+    assert "Traceback" not in r.stderr and r.stderr.strip().count("\n") == 0, r.stderr
+    assert not out.exists()
+    r = cli_process("evaluate", tmp_path / "missing", "--limit", "10")
+    assert r.returncode == 2 and "no checkpoint at" in r.stderr and "Traceback" not in r.stderr
+
+
 @pytest.mark.parametrize("make, message", [
     (lambda d: None, "no checkpoint at"),
     (lambda d: (d / "checkpoint.pt").write_bytes(b"\x00garbage" * 10), "is corrupt or unreadable"),
@@ -142,9 +171,9 @@ def test_killed_training_resumes_to_the_same_result(tmp_path):
     p.wait()
     ckpt = torch.load(killed / "checkpoint.pt", weights_only=True)  # the file on disk is whole
     assert 1 <= ckpt["epoch"] < 3
-    r = cli(*args, "--out", killed, "--resume")
+    r = cli_process(*args, "--out", killed, "--resume")
     assert r.returncode == 0, r.stderr
-    r = cli(*args, "--out", tmp_path / "straight")
+    r = cli_process(*args, "--out", tmp_path / "straight")
     assert r.returncode == 0, r.stderr
     a = gl.load_model(killed, which="last").state_dict()
     b = gl.load_model(tmp_path / "straight", which="last").state_dict()

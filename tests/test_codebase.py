@@ -76,3 +76,14 @@ def test_ruff_is_clean():
     r = subprocess.run([str(ruff), "check", "gmreg_lab", "tests", "benchmarks"], cwd=ROOT, capture_output=True,
                        text=True)
     assert r.returncode == 0, r.stdout + r.stderr
+
+
+def test_the_method_list_lives_in_one_place():
+    """config.METHODS is the list; the step table, the CLI's help and the training panel derive from it."""
+    import gmreg_lab as gl
+    from gmreg_lab.cli import TRAIN_FIELDS
+
+    assert set(gl.training.STEPS) == set(gl.config.METHODS)
+    assert next(h for f, _, h in TRAIN_FIELDS if f == "--method").startswith(", ".join(gl.config.METHODS))
+    text = "\n".join(p.read_text() for p in PKG.glob("*.py") if p.stem != "config")
+    assert '"fgsm_rs", "nfgsm", "gradalign")' not in text, "a second hand-written method list"

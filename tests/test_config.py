@@ -53,3 +53,30 @@ def test_bad_config_raises_value_error(kw, msg):
 def test_unknown_config_keys():
     with pytest.raises(gl.GmregError, match="unknown config keys: bogus"):
         TrainConfig.from_dict({"bogus": 1})
+
+
+def test_new_fields_default_to_the_old_behaviour_and_round_trip():
+    """eps warm-up, optimizer and schedule fields: off / SGD / step by default, so a config saved before they
+    existed loads as the run it was; a config using them round-trips through its dict."""
+    old = TrainConfig().to_dict()
+    for key in ("eps_warmup_epochs", "optimizer", "lr_schedule", "lr_peak", "rs_clip_start"):
+        old.pop(key)
+    cfg = TrainConfig.from_dict(old)
+    assert (cfg.eps_warmup_epochs, cfg.optimizer, cfg.lr_schedule, cfg.rs_clip_start) == (0.0, "sgd", "step", True)
+    assert cfg == TrainConfig()
+    wong = TrainConfig(model="wong_cnn", method="fgsm_rs", optimizer="adam", lr_schedule="cyclic", lr_peak=0.4,
+                       eps_warmup_epochs=2.5, rs_clip_start=False, epochs=10)
+    assert TrainConfig.from_dict(wong.to_dict()) == wong
+
+
+@pytest.mark.parametrize("kw, msg", [
+    (dict(eps_warmup_epochs=-1.0), "eps_warmup_epochs must be a number of epochs in \\[0, epochs=20\\]"),
+    (dict(eps_warmup_epochs=3.0, epochs=2), "eps_warmup_epochs must be"),
+    (dict(eps_warmup_epochs=float("nan")), "eps_warmup_epochs must be"),
+    (dict(optimizer="rmsprop"), "unknown optimizer 'rmsprop'; valid: sgd, adam"),
+    (dict(lr_schedule="cosine"), "unknown lr_schedule 'cosine'; valid: step, cyclic"),
+    (dict(lr_peak=1.0), "lr_peak .* must be in \\(0, 1\\)"),
+])
+def test_bad_new_fields_raise_one_line_errors(kw, msg):
+    with pytest.raises(gl.GmregError, match=msg):
+        TrainConfig(**kw)

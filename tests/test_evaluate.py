@@ -1,6 +1,11 @@
-import pytest
+import re
 
-from gmreg_lab.evaluate import Attack, evaluate, format_table, parse_attack, sweep
+import pytest
+import torch
+
+from gmreg_lab import evaluate as evaluate_mod
+from gmreg_lab.evaluate import (Attack, attack_stats, check_adversary, ensemble, evaluate, format_table, outcomes,
+                                parse_attack, sweep, worst_case)
 
 
 def test_parse_attack_specs():
@@ -30,3 +35,68 @@ def test_sweep_reports_maximised_losses(trained_lenet, small_batch):
     assert s["pgd-20"]["loss"][0] == pytest.approx(s["fgsm"]["loss"][0])  # eps 0: both are the clean loss
     assert all(p >= f for p, f in zip(s["pgd-20"]["loss"][1:], s["fgsm"]["loss"][1:]))
     assert s["pgd-20"]["acc"][2] <= s["pgd-20"]["acc"][1] <= s["pgd-20"]["acc"][0]
+
+
+# --- every adversary is checked against the threat model ---------------------------------------------------------
+def _tiny():
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(16, 3)).eval()
+    x = 0.2 + 0.6 * torch.rand(12, 1, 4, 4, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        y = model(x).argmax(1)
+    return model, x, y
+
+
+BROKEN = {   # label: (attack(xb, yb), what the error says)
+    "too far": (lambda xb, yb: (xb + 0.25).clamp(0, 1), "moved a pixel by 0.25"),
+    "out of range": (lambda xb, yb: xb * 3, "outside [0, 1]"),
+    "nan": (lambda xb, yb: xb.masked_fill(xb > 0.7, float("nan")), "NaN or Inf"),
+    "wrong shape": (lambda xb, yb: xb[:, :, :2], "returned (")}
+
+
+@pytest.mark.parametrize("label", list(BROKEN))
+def test_ensemble_rejects_an_adversary_outside_the_threat_model(label):
+    """A broken attack is an error naming it, never a silently lower accuracy."""
+    model, x, y = _tiny()
+    attack, msg = BROKEN[label]
+    ok = {"fine": lambda xb, yb: (xb + 0.1 * torch.randn_like(xb).sign()).clamp(0, 1)}
+    with pytest.raises(ValueError, match=f"attack '{label}' .*{re.escape(msg)}"):
+        ensemble(model, x, y, {**ok, label: attack}, eps=0.1, every=True)
+    assert ensemble(model, x, y, ok, eps=0.1)["n"] == 12
+
+
+def test_an_external_attack_is_checked_against_its_own_eps():
+    """torchattacks' attacks carry ``.eps``: without an ``eps`` argument, that one is enforced."""
+    model, x, y = _tiny()
+
+    class External:
+        eps = 0.05
+
+        def __call__(self, xb, yb):
+            return (xb + 0.1).clamp(0, 1)
+    with pytest.raises(ValueError, match=r"attack 'External' moved a pixel by 0\.1.*eps = 0\.05"):
+        outcomes(model, External(), x, y)
+    with pytest.raises(ValueError, match="attack 'ext' moved"):
+        ensemble(model, x, y, {"ext": External()})
+
+
+def test_kit_attacks_are_checked_in_attack_stats_and_worst_case(monkeypatch):
+    """The same check runs after the kit's own attacks: a deliberately broken FGSM / PGD is caught and named."""
+    model, x, y = _tiny()
+    assert attack_stats(model, Attack("fgsm"), x, y, 0.1)["acc"] <= 100      # the real ones pass
+    monkeypatch.setattr(evaluate_mod, "fgsm", lambda m, xb, yb, eps: (xb + 2 * eps).clamp(0, 1))
+    monkeypatch.setattr(evaluate_mod, "pgd", lambda m, xb, yb, eps, *a, **k: xb + float("inf"))
+    with pytest.raises(ValueError, match="attack 'fgsm' moved a pixel"):
+        attack_stats(model, Attack("fgsm"), x, y, 0.1)
+    with pytest.raises(ValueError, match="attack 'pgd-10' returned .*NaN or Inf"):
+        worst_case(model, x, y, "clean,pgd:10", 0.1)
+    with pytest.raises(ValueError, match="attack 'fgsm' moved"):
+        evaluate(model, x, y, "clean,fgsm", 0.1)
+
+
+def test_check_adversary_tolerates_float_rounding_only():
+    x = torch.full((2, 1, 2, 2), 0.3)
+    check_adversary(x + 0.1 + 5e-7, x, 0.1, "rounding")
+    with pytest.raises(ValueError, match="'over' moved a pixel by 0.1001"):
+        check_adversary(x + 0.1001, x, 0.1, "over")
+    check_adversary(x + 0.5, x, None, "no eps: range and finiteness only")

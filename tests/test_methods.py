@@ -145,3 +145,179 @@ def test_new_methods_have_recipes_and_validated_settings():
     for bad in (dict(rs_step=0), dict(nfgsm_k=-1), dict(align_lam=float("nan"))):
         with pytest.raises(ValueError):
             gl.TrainConfig(**bad)
+
+
+# --- eps warm-up, GradAlign's train-mode gradients, Wong et al.'s recipe ---------------------------------------------
+@pytest.fixture
+def one_thread():
+    """One torch thread for the test (tiny batches gain nothing from two, and on a busy 2-core machine two threads
+    spin-wait on each other: 20x slower here); restored afterwards."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def test_eps_warmup_is_linear_from_zero_per_iteration():
+    cfg = tiny_cfg(eps=0.3, epochs=2, eps_warmup_epochs=1.5)       # 2 iterations per epoch: 3 warm-up iterations
+    got = [gl.training.eps_at(cfg, i, 2) for i in range(6)]
+    assert got == pytest.approx([0.0, 0.1, 0.2, 0.3, 0.3, 0.3])
+    assert gl.training.eps_warmup_factor(cfg, 3, 2) == 1.0
+    off = tiny_cfg(eps=0.3)
+    assert all(gl.training.eps_at(off, i, 2) == 0.3 and gl.training.eps_warmup_factor(off, i, 2) == 1.0
+               for i in range(4))
+
+
+def _spy_attacks(monkeypatch):
+    """Record the eps-tied arguments every attack of the training steps is called with."""
+    calls = []
+    positional = {"fgsm": ("eps",), "rfgsm": ("eps", "alpha"), "fgsm_rfgsm": ("eps", "alpha"),
+                  "fgsm_rs": ("eps", "step"), "nfgsm": ("eps", "k"), "pgd": ("eps", "step")}
+    for name, fields in positional.items():
+        real = getattr(gl.training, name)
+
+        def spy(model, x, y, *args, _real=real, _name=name, _fields=fields, **kw):
+            calls.append((_name, dict(zip(_fields, args))))
+            return _real(model, x, y, *args, **kw)
+        monkeypatch.setattr(gl.training, name, spy)
+    real_noise = gl.training.uniform_noise
+
+    def noise(x, scale, generator):
+        calls.append(("uniform_noise", {"scale": scale}))
+        return real_noise(x, scale, generator)
+    monkeypatch.setattr(gl.training, "uniform_noise", noise)
+    return calls
+
+
+@pytest.mark.parametrize("method", ["fgsm", "rfgsm", "fgsm_rfgsm", "proposed", "fgsm_rs", "nfgsm", "gradalign",
+                                    "pgd"])
+def test_every_step_scales_its_eps_tied_quantities_with_the_warmup(method, monkeypatch):
+    """At warm-up factor 0.5 every eps-tied quantity of the step is halved (eps, R-FGSM's alpha, FGSM-RS's step,
+    N-FGSM's noise through eps, GradAlign's noise and FGSM step) and nothing else is (N-FGSM's k, PGD's step in
+    pixels); at factor 1 the step gets the configured numbers themselves."""
+    model, x, y = _linear()
+    cfg = tiny_cfg(method=method, eps=0.3, alpha=0.01, rs_step=1.25, nfgsm_k=2.0, pgd_steps=2, pgd_step_size=0.02)
+    expect = {"fgsm": {"eps": 0.3}, "rfgsm": {"eps": 0.3, "alpha": 0.01}, "fgsm_rfgsm": {"eps": 0.3, "alpha": 0.01},
+              "fgsm_rs": {"eps": 0.3, "step": 0.375}, "nfgsm": {"eps": 0.3, "k": 2.0},
+              "pgd": {"eps": 0.3, "step": 0.02}, "uniform_noise": {"scale": 0.3}}
+    for factor in (1.0, 0.5):
+        calls = _spy_attacks(monkeypatch)
+        seen = []
+        real_ce = gl.training._ce
+        monkeypatch.setattr(gl.training, "_ce", lambda m, xa, ya, _seen=seen, _real=real_ce:
+                            _seen.append(xa) or _real(m, xa, ya))
+        ctx = gl.training.StepContext(model, cfg, torch.Generator().manual_seed(0), warmup=factor)
+        gl.training.STEPS[method](ctx, x, y)
+        assert calls, "the step called no recorded attack"
+        for name, args in calls:
+            for k, v in args.items():
+                scaled = not (k == "k" or (name == "pgd" and k == "step"))   # k: units of eps; PGD step: pixels
+                want = expect[name][k] * factor if scaled else expect[name][k]
+                assert v == pytest.approx(want), (name, k, v, want)
+                if factor == 1.0 and k == "eps":
+                    assert v == cfg.eps, "warm-up off: the configured eps itself"
+        if method == "gradalign":     # its FGSM step is inline: the adversary lies within the scaled eps
+            d = (seen[0] - x).abs().max().item()
+            assert d == pytest.approx(0.3 * factor, abs=1e-6)
+        monkeypatch.undo()
+
+
+def test_warmup_in_training_history_and_resume_bit_for_bit(tmp_path, monkeypatch, one_thread):
+    """The eps used at iteration i is eps_at(cfg, i): recorded as the rows' eps_train and seen by the step itself;
+    a run interrupted inside the warm-up and resumed ends with the very weights of an uninterrupted one."""
+    cfg = tiny_cfg(method="fgsm_rs", epochs=2, eps=0.3, eps_warmup_epochs=1.5, log_every=1, model="wong_cnn")
+    used = []
+    real = gl.training.fgsm_rs
+    monkeypatch.setattr(gl.training, "fgsm_rs", lambda m, x, y, eps, *a, **k: used.append(eps) or
+                        real(m, x, y, eps, *a, **k))
+    full = gl.train(cfg, tmp_path / "full", progress=False)
+    assert used == pytest.approx([0.0, 0.1, 0.2, 0.3])
+    rows = gl.runs.log_rows(full.history)
+    assert [r["eps_train"] for r in rows] == pytest.approx([0.0, 0.1, 0.2, 0.3])
+    part = gl.train(cfg, tmp_path / "part", progress=False, callback=lambda row: row["event"] == "epoch")
+    assert part.stopped and part.metrics["epochs_done"] == 1
+    used.clear()
+    resumed = gl.train(cfg, tmp_path / "part", progress=False, resume=True)
+    assert used == pytest.approx([0.2, 0.3]), "the ramp goes on from the iteration count"
+    sf, sr = full.last_model.state_dict(), resumed.last_model.state_dict()
+    assert all(torch.equal(sf[k], sr[k]) for k in sf)
+    assert [r["eps_train"] for r in gl.runs.log_rows(resumed.history)] == pytest.approx([0.0, 0.1, 0.2, 0.3])
+
+
+def test_warmup_off_is_the_configured_eps_at_every_step(monkeypatch, one_thread):
+    cfg = tiny_cfg(method="fgsm_rs", epochs=2, eps=0.3, log_every=1, model="wong_cnn")
+    used = []
+    real = gl.training.fgsm_rs
+    monkeypatch.setattr(gl.training, "fgsm_rs", lambda m, x, y, eps, *a, **k: used.append(eps) or
+                        real(m, x, y, eps, *a, **k))
+    res = gl.train(cfg, progress=False)
+    assert len(used) == 4 and all(e == cfg.eps for e in used)
+    assert all("eps_train" not in r for r in res.history), "no new column when the warm-up is off"
+
+
+def _bn_net():
+    torch.manual_seed(0)
+    return torch.nn.Sequential(torch.nn.Conv2d(1, 8, 3, padding=1), torch.nn.BatchNorm2d(8), torch.nn.ReLU(),
+                               torch.nn.Flatten(), torch.nn.Linear(8 * 28 * 28, 10))
+
+
+def test_gradalign_takes_both_gradients_in_train_mode_on_a_batch_norm_network(monkeypatch, small_batch, one_thread):
+    """With the noise set to zero both input gradients are taken at the same x: in the same (train) mode they are
+    the same gradient, so the misalignment is 0 (cos 1); an eval-mode first gradient, as the step had before,
+    would differ from the train-mode one by the batch-norm normalisation alone."""
+    x, y = small_batch[0][:16], small_batch[1][:16]
+    model = _bn_net()
+    monkeypatch.setattr(gl.training, "uniform_noise", lambda x, scale, generator: torch.zeros_like(x))
+    cfg = tiny_cfg(method="gradalign", eps=0.3, align_lam=1.0)
+    ctx = gl.training.StepContext(model, cfg, torch.Generator().manual_seed(0))
+    _, parts = gl.training.STEPS["gradalign"](ctx, x, y)
+    assert parts["reg"].item() == pytest.approx(0.0, abs=1e-5)
+    assert model.training
+    model.train()
+    g_train = attacks.input_grad(model, x, y)
+    model.eval()
+    g_eval = attacks.input_grad(model, x, y)
+    assert gradient_misalignment(g_eval, g_train).item() > 0.05, "eval vs train: the test would catch the old step"
+
+
+def test_fgsm_rs_unclipped_start_by_hand():
+    """clip_start=False (Wong et al.'s MNIST code): the gradient at the unclipped x + delta; the result is still
+    projected on the ball and [0, 1]."""
+    model, x, y = _linear()
+    eps, step = 0.3, 0.375
+    got = attacks.fgsm_rs(model, x, y, eps, step, generator=torch.Generator().manual_seed(3), clip_start=False)
+    x1 = x + _uniform_by_hand(x.shape, eps, 3)
+    want = torch.min(torch.max(x1 + step * _grad_by_hand(model, x1, y).sign(), x - eps), x + eps).clamp(0, 1)
+    assert torch.allclose(got, want, atol=1e-6)
+    assert not torch.allclose(got, attacks.fgsm_rs(model, x, y, eps, step, generator=torch.Generator().manual_seed(3)))
+
+
+def test_cyclic_schedule_is_wong_et_al_s():
+    """lr of the step i of epoch e: np.interp(e + (i + 1) / batches, [0, 2/5 epochs, epochs], [0, lr, 0])."""
+    import numpy as np
+
+    cfg = tiny_cfg(method="normal", optimizer="adam", lr=5e-3, lr_schedule="cyclic", epochs=10, weight_decay=0.0)
+    model, opt = gl.training.make_model(cfg, torch.device("cpu"))
+    assert isinstance(opt, torch.optim.Adam) and opt.param_groups[0]["weight_decay"] == 0.0
+    sched = gl.training.make_scheduler(cfg, opt, 3)
+    got, want = [], []
+    for e in range(10):
+        for i in range(3):
+            got.append(opt.param_groups[0]["lr"])
+            want.append(np.interp([e + (i + 1) / 3], [0, 10 * 2 // 5, 10], [0, 5e-3, 0])[0])
+            opt.step()
+            sched.step()
+    assert got == pytest.approx(want, abs=1e-12)
+
+
+def test_wong_recipe_resumes_bit_for_bit(tmp_path, one_thread):
+    """Adam + the cyclic schedule + Wong et al.'s CNN through the loop: stopped after an epoch and resumed, the same
+    weights as an uninterrupted run (optimizer and schedule state are in the checkpoint)."""
+    cfg = tiny_cfg(method="fgsm_rs", model="wong_cnn", optimizer="adam", lr=5e-3, lr_schedule="cyclic",
+                   weight_decay=0.0, rs_clip_start=False, epochs=2, eps_warmup_epochs=0.5)
+    full = gl.train(cfg, tmp_path / "full", progress=False)
+    gl.train(cfg, tmp_path / "part", progress=False, callback=lambda row: row["event"] == "epoch")
+    resumed = gl.train(cfg, tmp_path / "part", progress=False, resume=True)
+    sf, sr = full.last_model.state_dict(), resumed.last_model.state_dict()
+    assert all(torch.equal(sf[k], sr[k]) for k in sf)
+    assert gl.load_model(tmp_path / "full").arch == "wong_cnn"

@@ -39,3 +39,18 @@ def test_normalisation_when_asked_is_inside_the_model():
 def test_unknown_model_lists_valid_ones():
     with pytest.raises(ValueError, match="valid: lenet_plus, a, b, c, d"):
         models.build("lenet", "mnist")
+
+
+def test_wong_cnn_is_their_small_mnist_network():
+    """Wong, Rice & Kolter 2020's MNIST CNN: 4x4 stride-2 convolutions of 16 and 32 channels (28 -> 14 -> 7), a
+    100-unit layer and 10 outputs, ReLUs in between; no batch norm or dropout."""
+    net = models.build("wong_cnn").net
+    convs = [m for m in net if isinstance(m, torch.nn.Conv2d)]
+    assert [(c.in_channels, c.out_channels, c.kernel_size, c.stride, c.padding) for c in convs] == \
+        [(1, 16, (4, 4), (2, 2), (1, 1)), (16, 32, (4, 4), (2, 2), (1, 1))]
+    assert [(f.in_features, f.out_features) for f in net if isinstance(f, torch.nn.Linear)] == [(1568, 100), (100, 10)]
+    assert sum(isinstance(m, torch.nn.ReLU) for m in net) == 3
+    assert not any(isinstance(m, (torch.nn.BatchNorm2d, torch.nn.Dropout, torch.nn.MaxPool2d)) for m in net.modules())
+    assert sum(p.numel() for p in net.parameters()) == 272 + 8224 + 156_900 + 1010
+    from gmreg_lab.config import TrainConfig
+    assert TrainConfig(model="wong_cnn").model == "wong_cnn"       # selectable for MNIST through the config

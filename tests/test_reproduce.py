@@ -25,6 +25,8 @@ def test_smoke_reproduction_writes_tables_and_is_cached(tmp_path):
     assert "early_iter" in s["figures"] and "fgsm@last" in s["figures"]["sweeps"]
     table = (out / "TABLES.md").read_text()
     assert "Table 3" in table and "Table 7" in table and "FGSM Adv." in table
+    env = json.loads((out / "summary.json").read_text())["environment"]     # which code made it, how
+    assert env["source_sha256"] == gl.runs.source_sha256() and env["processes"] == 1 and env["command"]
     # cached: a second call trains nothing and evaluates nothing
     stamp = {p: p.stat().st_mtime_ns for p in out.rglob("*.pt")} | {p: p.stat().st_mtime_ns
                                                                     for p in (out / "eval").glob("*.json")}

@@ -75,7 +75,65 @@ def test_committed_quick_suite_is_complete_and_says_what_the_readme_says():
     assert all(f"| {n} |" in text for n in ("FGSM-AT", "FGSM-RS", "N-FGSM", "GradAlign", "PGD-AT"))
     res = lambda m, e: s["results"][f"{m}_eps{e:g}"]          # noqa: E731
     # README: FGSM-AT collapses at eps 0.3, the proposed method does not, and keeps the lowest logit distance there
+    # among the runs that learned (N-FGSM's 0.00 there is a constant predictor's)
+    from gmreg_lab.report_tables import lowest_logit_distance, result_did_not_learn
     assert res("fgsm", 0.3)["collapse"]["collapsed"] and not res("proposed", 0.3)["collapse"]["collapsed"]
-    assert res("proposed", 0.3)["logit_dist"] == min(res(m, 0.3)["logit_dist"] for m in PEERS if m != "nfgsm")
+    assert result_did_not_learn(res("nfgsm", 0.3))
+    assert lowest_logit_distance(s["results"], 0.3)[0] == "proposed_eps0.3"
     # README: at eps 0.3 the proposed method has the best worst case of the single-step methods
     assert res("proposed", 0.3)["worst"]["robust"] == max(res(m, 0.3)["worst"]["robust"] for m in PEERS)
+
+
+# --- runs that did not learn ----------------------------------------------------------------------------------------
+def test_did_not_learn_flags_constant_predictors():
+    from gmreg_lab.report_tables import did_not_learn
+
+    assert did_not_learn(13.7, majority_pct=13.7, top_pred_pct=100.0)       # N-FGSM at eps 0.3 (quick suite)
+    assert did_not_learn(16.0, majority_pct=11.35)                           # within 5 points of the majority rate
+    assert did_not_learn(40.0, majority_pct=11.35, top_pred_pct=95.0)        # nearly everything in one class
+    assert not did_not_learn(97.7, majority_pct=13.7, top_pred_pct=14.0)
+    assert did_not_learn(13.7) and not did_not_learn(93.0)                   # older results: no shares recorded
+    assert not did_not_learn(None)
+
+
+def test_class_shares_of_a_constant_model(small_batch):
+    import torch
+
+    from gmreg_lab.suite import class_shares
+
+    x, y = small_batch
+
+    class Constant(torch.nn.Module):
+        def forward(self, x):
+            return torch.nn.functional.one_hot(torch.full((len(x),), 1), 10).float()
+    shares = class_shares(Constant(), x, y)
+    assert shares["top_pred_pct"] == 100.0
+    assert shares["majority_pct"] == pytest.approx(100 * torch.bincount(y).max().item() / len(y))
+
+
+def _summary(results):
+    return {"dataset": "mnist", "scale": "smoke", "environment": {"machine": "x86_64", "cpu_count": 2},
+            "scale_settings": {"eval_limit": 300, "worst": "pgd:40", "eps_list": [0.3]}, "methods": list(results),
+            "results": {f"{m}_eps0.3": r for m, r in results.items()}, "collapse_peak": 15.0, "anchors": []}
+
+
+def _res(method, clean, worst, dist, **kw):
+    return {"method": method, "eps": 0.3, "acc": {"clean": clean, "fgsm": worst + 5, "pgd-40": worst + 1},
+            "worst": {"robust": worst}, "logit_dist": dist,
+            "collapse": {"collapsed": False, "iteration": None, "peak": 50.0, "final": 40.0}, **kw}
+
+
+def test_suite_md_never_prints_a_dead_run_as_robust_and_its_distance_claim_ignores_it():
+    from gmreg_lab.report_tables import render_suite
+
+    text = render_suite(_summary({
+        "proposed": _res("proposed", 97.7, 70.0, 0.13, majority_pct=13.7, top_pred_pct=12.0),
+        "nfgsm": _res("nfgsm", 13.7, 13.7, 0.0, majority_pct=13.7, top_pred_pct=100.0),
+        "fgsm_rs": _res("fgsm_rs", 98.3, 13.3, 1.27)}), "out")
+    nrow = next(line for line in text.splitlines() if line.startswith("| N-FGSM |"))
+    cells = [c.strip() for c in nrow.split("|")[1:-1]]
+    assert cells[2] == "13.7" and cells[5] == "did not learn" and "**" not in nrow
+    assert nrow.count("13.7") == 1, "only its clean accuracy, never as a robust number"
+    assert "| **70.0** |" in text and "| **13.3** |" in text
+    assert "lowest logit distance among the runs that learned: Proposed (λ = 5) (0.13); did not learn: N-FGSM" in text
+    assert "best-validation epoch" in text and "catastrophic overfitting, Wong, Rice & Kolter 2020" in text

@@ -1,0 +1,105 @@
+"""experiments/peers_study.py (issue 28): the study's design as configs, and a dry run of every stage end to end on a
+few dozen images (grid -> select -> final -> anchor -> table), cached and refusing to mix scales."""
+
+import json
+import math
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "experiments"))
+
+import peers_study as ps
+
+
+@pytest.fixture
+def one_thread():
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def test_the_full_study_is_the_design_the_docstring_states():
+    grid = ps.grid(ps.FULL)
+    assert len(grid) == 48
+    assert {c.method for c in grid.values()} == {"fgsm", "proposed", "fgsm_rs", "nfgsm", "gradalign"}
+    for name, c in grid.items():
+        assert c.eps == 0.3 and c.precision == "fp32" and not c.select_best and c.seed == 0 and c.val_size == 10_000
+        assert c.batch_size in (32, 64) and (c.eps_warmup_epochs > 0) == ("-w1-" in name)
+        iters = c.epochs * math.ceil(50_000 / c.batch_size)
+        assert 3_000 <= iters <= 3_200, "the grid's reduced budget: about half the final one"
+        assert c.lr_milestones == (c.epochs * 0.5, c.epochs * 0.75) and c.lr_gamma == 0.2
+    assert {grid[n].nfgsm_k for n in grid if n.startswith("nfgsm")} == {0.5, 1.0, 2.0}
+    assert {grid[n].rs_step for n in grid if n.startswith("fgsm_rs")} == {1.0, 1.25}
+    assert {grid[n].align_lam for n in grid if n.startswith("gradalign")} == {0.1, 0.3, 1.0}
+    assert grid["gradalign-al0.3-w1-b64"].eps_warmup_epochs == 1.0           # a quarter of 4 epochs
+    for batch, epochs in ps.FULL.final_epochs.items():
+        assert epochs * math.ceil(50_000 / batch) >= 6_000, "at least Wong et al.'s ~6,000 iterations"
+    wong = ps.anchor_config(0, ps.FULL)
+    assert (wong.model, wong.method, wong.eps, wong.rs_step * wong.eps, wong.epochs, wong.batch_size) == \
+        ("wong_cnn", "fgsm_rs", 0.3, pytest.approx(0.375), 10, 100)
+    assert (wong.optimizer, wong.lr, wong.lr_schedule, wong.lr_peak, wong.weight_decay, wong.val_size,
+            wong.rs_clip_start) == ("adam", 5e-3, "cyclic", 0.4, 0.0, 0, False)
+    assert wong.epochs * math.ceil(60_000 / wong.batch_size) == 6_000
+
+
+def test_dry_run_of_every_stage(tmp_path, one_thread):
+    out = tmp_path / "study"
+    common = ["--out", str(out), "--dry-run", "--methods", "fgsm,fgsm_rs", "--batches", "32"]
+    assert ps.main(["--stage", "grid", *common]) == 0
+    grid = {p.stem: json.loads(p.read_text()) for p in (out / "grid").glob("*.json")}
+    assert set(grid) == {"fgsm-w0-b32", "fgsm-w1-b32", "fgsm_rs-rs1-w0-b32", "fgsm_rs-rs1-w1-b32",
+                         "fgsm_rs-rs1.25-w0-b32", "fgsm_rs-rs1.25-w1-b32"}
+    r = grid["fgsm_rs-rs1.25-w1-b32"]
+    assert r["config"]["eps_warmup_epochs"] > 0 and r["cpu"] and "peers_study.py --stage grid" in r["command"]
+    assert r["val"]["split"].startswith("train_val_split") and r["val"]["images"] == ps.DRY.val_images
+    assert set(r["val"]) >= {"clean", "worst", "did_not_learn", "majority_pct", "top_pred_pct"}
+    probe = r["probe (iteration, pgd10 %, clean %, eps_train)"]
+    assert probe[0][3] < 0.3 and set(r["collapse"]) == {"collapsed", "iteration", "peak", "final"}
+    stamps = {p: p.stat().st_mtime_ns for p in (out / "grid").glob("*.json")}
+
+    assert ps.main(["--stage", "select", *common]) == 0
+    sel = json.loads((out / "selected.json").read_text())
+    assert set(sel["chosen"]) == {"fgsm-b32", "fgsm_rs-b32"} and "validation" in sel["rule"]
+    assert all(c["name"] in grid for c in sel["chosen"].values())
+
+    assert ps.main(["--stage", "final", *common, "--seeds", "0,1"]) == 0
+    final = {p.stem: json.loads(p.read_text()) for p in (out / "final").glob("*.json")}
+    assert len(final) == 4 and {r["config"]["seed"] for r in final.values()} == {0, 1}
+    t = next(iter(final.values()))["test"]
+    assert set(t) >= {"clean", "pgd", "apgd_worst_ours", "apgd_worst_torchattacks", "robust", "logit_dist",
+                      "did_not_learn"} and t["robust"] == min(t["apgd_worst_ours"], t["apgd_worst_torchattacks"])
+
+    assert ps.main(["--stage", "anchor", "--out", str(out), "--dry-run", "--seeds", "0"]) == 0
+    anchor = json.loads((out / "anchor" / "wong-s0.json").read_text())
+    assert anchor["config"]["model"] == "wong_cnn" and anchor["config"]["optimizer"] == "adam"
+    assert anchor["threads"] == 1
+
+    assert ps.main(["--table", "--out", str(out)]) == 0
+    text = (out / "TABLE.md").read_text()
+    assert "## Grid" in text and "## Final" in text and "## Anchor" in text and "82.93" in text
+
+    assert ps.main(["--stage", "grid", *common]) == 0                     # cached: nothing recomputed
+    assert all(p.stat().st_mtime_ns == m for p, m in stamps.items())
+    with pytest.raises(SystemExit, match="holds a study at scale 'dry-run'"):
+        ps.main(["--stage", "grid", "--out", str(out), "--methods", "fgsm", "--batches", "32"])
+
+
+def test_a_diverged_run_is_recorded_as_did_not_learn(tmp_path, monkeypatch):
+    """A setting whose loss becomes NaN is an outcome of the grid, not a crash of the study: its JSON says so and
+    the selection passes it over."""
+    import gmreg_lab as gl
+
+    def diverge(*a, **k):
+        raise gl.errors.TrainingDiverged("training loss became NaN/Inf at iteration 3")
+    monkeypatch.setattr(ps.gl, "train", diverge)
+    cfg = ps.grid(ps.DRY, ("nfgsm",), (32,))["nfgsm-k2-w0-b32"]
+    r = ps.run("grid", "nfgsm-k2-w0-b32", cfg.to_dict(), str(tmp_path), "dry-run", "test")
+    assert "NaN" in r["diverged"] and r["val"]["did_not_learn"] and not r["collapse"]["collapsed"]
+    saved = json.loads((tmp_path / "grid" / "nfgsm-k2-w0-b32.json").read_text())
+    assert saved["diverged"] == r["diverged"] and saved["val"] == r["val"]
+    assert ps.run("grid", "nfgsm-k2-w0-b32", cfg.to_dict(), str(tmp_path), "dry-run", "test") == saved   # cached
