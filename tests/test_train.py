@@ -37,11 +37,12 @@ def test_every_method_trains_on_its_inputs_and_logs(method, eat_source, monkeypa
     res = gl.train(cfg, progress=False)
     train_set, _ = gl.data.train_val_split(gl.data.load("mnist", "train"), cfg.val_size, cfg.seed)
     clean = [x for x, _ in train_set.head(cfg.limit).batches(cfg.batch_size, generator=gl.training.epoch_order(cfg, 0))]
-    if method == "gradalign":   # its second train-mode pass: the gradient at x + eta, eta ~ U(-eps, eps), unclipped
-        for x, x_eta in zip(clean, seen[1::2]):
-            d = (x_eta - x).abs().amax()
+    if method == "gradalign":   # three train-mode passes (both input gradients in train mode, as the authors'):
+        for x, x_g1, x_eta in zip(clean, seen[0::3], seen[2::3]):   # the gradient at x, the loss pass, x + eta
+            assert torch.equal(x_g1, x)
+            d = (x_eta - x).abs().amax()                              # eta ~ U(-eps, eps), unclipped
             assert 0.9 * cfg.eps <= d <= cfg.eps + 1e-6
-        seen = seen[0::2]
+        seen = seen[1::3]
     assert len(seen) == len(clean) == 2, "one loss pass per iteration, in train mode"
     n_clean, n_adv = LOSS_INPUTS[method]
     radius = (cfg.nfgsm_k + 1) * cfg.eps if method == "nfgsm" else cfg.eps    # N-FGSM does not project
