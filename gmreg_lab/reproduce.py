@@ -355,18 +355,18 @@ def crosscheck(model, x, y, eps: float, step: float, apgd_targets: int, ours_ste
     out = {"n": len(y)}
     with torch.random.fork_rng(devices=[x.device.index or 0] if x.device.type == "cuda" else []):
         torch.manual_seed(0)   # torchattacks' PGD draws its start from the global RNG: the same in every process
-        _crosscheck_sides(model, x, y, ours, theirs, batch_size, out)
+        _crosscheck_sides(model, x, y, ours, theirs, batch_size, out, eps)
     out["gap_points"] = out["ours_worst_case"] - out["torchattacks_worst_case"]
     out["apgd_t_target_classes"] = apgd_targets
     return out
 
 
-def _crosscheck_sides(model, x, y, ours, theirs, batch_size, out) -> None:
+def _crosscheck_sides(model, x, y, ours, theirs, batch_size, out, eps) -> None:
     for side, attacks in (("ours", ours), ("torchattacks", theirs)):
         robust = torch.ones(len(y), dtype=torch.bool, device=y.device)
         for name, atk in attacks.items():
             t0 = time.time()
-            ok, _ = outcomes(model, atk, x, y, batch_size=batch_size)
+            ok, _ = outcomes(model, atk, x, y, batch_size=batch_size, eps=eps, name=name)   # each checked: within eps
             out[name] = float(ok.float().mean()) * 100
             out[f"{name}_seconds"] = time.time() - t0
             robust &= ok
