@@ -16,6 +16,7 @@ import datetime as dt
 import hashlib
 import json
 import os
+import re
 import platform
 import shutil
 import sys
@@ -82,7 +83,17 @@ def to_html(nb, banner: str) -> str:
     exporter = HTMLExporter(template_name="lab")
     exporter.exclude_input_prompt = exporter.exclude_output_prompt = True
     html, _ = exporter.from_notebook_node(nb)
+    html = strip_network_scripts(html)
     return html.replace("</head>", '<script src="plotly.min.js" charset="utf-8"></script>\n</head>', 1)
+
+
+NETWORK_SCRIPT = re.compile(r'<script[^>]*\ssrc="https?://[^"]*"[^>]*>\s*</script>\s*')
+
+
+def strip_network_scripts(html: str) -> str:
+    """Drop the scripts nbconvert's template loads from a CDN (MathJax, require.js): an offline reader's browser
+    would try the network and wait for it. The maths then shows as TeX source until MathJax is vendored."""
+    return NETWORK_SCRIPT.sub("", html)
 
 
 def run_one(path: Path, out: Path, timeout: int) -> dict:

@@ -114,3 +114,12 @@ def test_a_changed_notebook_marks_its_page_out_of_date_and_a_restored_one_lifts_
     assert course.mark_stale(out, tmp_path) == []
     assert course.STALE_MARK not in (out / "01_a.html").read_text()
     assert "stale" not in json.loads((out / "MANIFEST.json").read_text())["01_a"]
+
+
+def test_no_page_loads_anything_from_the_network():
+    html = ('<head><script src="https://cdn.example/mathjax.js?config=X"></script>\n'
+            '<script src="plotly.min.js" charset="utf-8"></script></head>')
+    assert course.strip_network_scripts(html) == '<head><script src="plotly.min.js" charset="utf-8"></script></head>'
+    for page in COURSE.glob("*.html"):
+        text = page.read_text()
+        assert 'src="http' not in text and "href=\"http" not in text.split("<body")[0], page
