@@ -1,8 +1,8 @@
 """`TrainConfig`: every setting of a training run, validated in one place.
 
 Defaults that depend on the dataset are written as ``None`` and resolved when the config is made, so the saved config
-always holds concrete numbers. MNIST defaults follow the authors' released code for this method (see
-``shared/notes/paper-settings.md`` in the project and REPRODUCTION.md); CIFAR-10 defaults follow the same source.
+always holds concrete numbers. MNIST defaults follow the authors' released code for this method (REPRODUCTION.md
+lists every setting the paper leaves out and where the kit's value comes from); CIFAR-10 defaults the same source.
 Variants are made with :func:`dataclasses.replace`, which re-runs the validation.
 """
 
@@ -162,6 +162,18 @@ class TrainConfig:
                f"lr_milestones must be positive epoch counts, got {self.lr_milestones!r}")
         _check(self.method != "eat" or len(self.eat_sources) > 0,
                "method 'eat' needs eat_sources: run directories of static pre-trained models")
+
+    # --- sizes ----------------------------------------------------------------------------------------------------
+    @property
+    def train_images(self) -> int:
+        """Images trained on per epoch: the training split less the validation hold-out, capped by ``limit``."""
+        n = (60_000 if self.dataset == "mnist" else 50_000) - self.val_size
+        return n if self.limit is None else min(self.limit, n)
+
+    @property
+    def iterations(self) -> int:
+        """Optimizer steps of the whole run (the last batch of an epoch may be smaller)."""
+        return -(-self.train_images // self.batch_size) * self.epochs
 
     # --- serialisation -------------------------------------------------------------------------------------------
     def to_dict(self) -> dict:

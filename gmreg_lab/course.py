@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import hashlib
+import html
 import json
 import os
 import re
@@ -22,6 +23,7 @@ import shutil
 import sys
 import time
 from pathlib import Path
+from typing import Optional
 
 from .runs import environment_info
 
@@ -66,9 +68,20 @@ def _static_outputs(nb) -> None:
             if PLOTLY_MIME in data and "text/html" not in data:
                 fig = pio.from_json(json.dumps(data[PLOTLY_MIME]))
                 data["text/html"] = pio.to_html(fig, include_plotlyjs=False, full_html=False)
+            elif WIDGET_MIME in data and _is_progress_bar(data.get("text/plain", "")):
+                plain = data["text/plain"]
+                plain = "".join(plain) if isinstance(plain, list) else str(plain)
+                text = html.escape(re.sub(r":?\s*\d+%$", "", plain.split("|")[0].rstrip()))
+                data["text/html"] = f"<p class='progress'><em>(progress bar) {text}</em></p>"
             elif WIDGET_MIME in data:
                 data["text/html"] = ("<p><em>(An interactive widget stood here: open the notebook in JupyterLab, "
                                      "<code>./kit.sh lab</code>, to use it.)</em></p>")
+
+
+def _is_progress_bar(text) -> bool:
+    """A tqdm.notebook bar's plain-text form: ``desc:   0%|          | 0/500 [00:00<?, ?it/s]``."""
+    text = "".join(text) if isinstance(text, list) else str(text)
+    return "|" in text and ("it/s]" in text or "s/it]" in text)
 
 
 def to_html(nb, banner: str) -> str:
@@ -83,11 +96,103 @@ def to_html(nb, banner: str) -> str:
     exporter = HTMLExporter(template_name="lab")
     exporter.exclude_input_prompt = exporter.exclude_output_prompt = True
     html, _ = exporter.from_notebook_node(nb)
-    html = strip_network_scripts(html)
-    return html.replace("</head>", '<script src="plotly.min.js" charset="utf-8"></script>\n</head>', 1)
+    return finish_page(html)
 
 
 NETWORK_SCRIPT = re.compile(r'<script[^>]*\ssrc="https?://[^"]*"[^>]*>\s*</script>\s*')
+MATHJAX = "mathjax/tex-svg-full.js"        # vendored MathJax 3.2.2 (course/mathjax/README.md): SVG, no web fonts
+MATHJAX_CONFIG = re.compile(r'<script type="text/x-mathjax-config">.*?</script>\s*', re.S)
+HEAD_STYLE = re.compile(r'<style type="text/css">.*?</style>\s*', re.S)
+STYLESHEET = "course.css"
+PAGE_MARK = "<!-- gmreg-course-page -->"
+NAV_MARK = "<!-- gmreg-course-nav -->"
+MATHS = (PAGE_MARK + "\n<script>window.MathJax = {tex: {inlineMath: [['$', '$'], ['\\\\(', '\\\\)']], "
+         "displayMath: [['$$', '$$'], ['\\\\[', '\\\\]']], processEscapes: true, processEnvironments: true}, "
+         "svg: {fontCache: 'global'}};</script>\n"
+         f'<script src="{MATHJAX}" id="MathJax-script"></script>\n'
+         '<script src="plotly.min.js" charset="utf-8"></script>\n'
+         f'<link rel="stylesheet" href="{STYLESHEET}">\n')
+EXTRA_CSS = """
+/* gmreg-lab course: navigation, progress-bar notes */
+nav.gmreg-nav { font: 14px/1.4 system-ui, sans-serif; padding: 0.5em 1em; background: #f1f3f5;
+                border-bottom: 1px solid #dee2e6; display: flex; gap: 1.5em; }
+nav.gmreg-nav a { text-decoration: none; }
+p.progress { color: #495057; font-size: 90%; }
+"""
+
+
+def page_title(html_text: str) -> str:
+    """The notebook's own heading (its first ``<h1>``), as plain text."""
+    m = re.search(r"<h1[^>]*>(.*?)</h1>", html_text, re.S)
+    if not m:
+        return "gmreg-lab"
+    text = re.sub(r"<[^>]+>", "", m.group(1)).replace("¶", "").strip()
+    return html.unescape(text)
+
+
+def finish_page(page: str, css: Optional[str] = None) -> str:
+    """Make one nbconvert page stand alone offline (idempotent): no script from a CDN, the maths typeset by the
+    vendored MathJax (SVG output, so no web fonts to fetch from ``file://``), plotly.js and the stylesheet shared by
+    every page (``course.css``: the head's inline styles move there when they are the shared ones, ``css``), and the
+    tab titled by the notebook's heading."""
+    page = strip_network_scripts(page)
+    page = MATHJAX_CONFIG.sub("", page)
+    if css is not None and "".join(HEAD_STYLE.findall(page[:page.index("</head>")])).strip() == css.strip():
+        head_end = page.index("</head>")
+        page = HEAD_STYLE.sub("", page[:head_end]) + page[head_end:]
+    if PAGE_MARK not in page:
+        page = page.replace('<script src="plotly.min.js" charset="utf-8"></script>\n', "", 1)
+        page = page.replace("</head>", MATHS + "</head>", 1)
+    title = html.escape(page_title(page))
+    return re.sub(r"<title>.*?</title>", f"<title>{title}</title>", page, count=1, flags=re.S)
+
+
+def shared_css(page: str) -> str:
+    """The inline styles of an nbconvert page's head (what ``course.css`` holds, plus the course's own rules)."""
+    return "".join(HEAD_STYLE.findall(page[:page.index("</head>")]))
+
+
+def add_nav(page: str, order: list, name: str) -> str:
+    """Previous / index / next links on top of the page (replacing earlier ones); ``order``: page file names."""
+    if NAV_MARK in page:
+        a = page.index(NAV_MARK)
+        b = page.index(NAV_MARK, a + len(NAV_MARK)) + len(NAV_MARK)
+        page = page[:a] + page[b:]
+    i = order.index(name)
+    links = []
+    if i > 0:
+        links.append(f'<a href="{order[i - 1]}">← {html.escape(order[i - 1][:-5])}</a>')
+    links.append('<a href="index.html">index</a>')
+    if i + 1 < len(order):
+        links.append(f'<a href="{order[i + 1]}">{html.escape(order[i + 1][:-5])} →</a>')
+    nav = f'{NAV_MARK}<nav class="gmreg-nav">{"".join(links)}</nav>{NAV_MARK}'
+    at = page.index(">", page.index("<body")) + 1
+    return page[:at] + nav + page[at:]
+
+
+def refresh_pages(out: Path) -> list:
+    """Apply :func:`finish_page` and the navigation to every page of the manifest, write ``course.css`` and copy
+    the vendored MathJax if ``out`` is not the repository's ``course/``. Run after every page is made (and by
+    ``--refresh``): pages made by older versions get the same offline maths, titles, links and stylesheet."""
+    out = Path(out)
+    manifest = json.loads((out / "MANIFEST.json").read_text())
+    order = [e["html"] for _, e in sorted(manifest.items())]
+    src = ROOT / "course" / MATHJAX
+    if not src.is_file():
+        raise FileNotFoundError(f"vendored MathJax missing: {src} (npm pack mathjax@3.2.2; see course/mathjax)")
+    if (out / MATHJAX).resolve() != src.resolve():
+        (out / MATHJAX).parent.mkdir(parents=True, exist_ok=True)
+        for f in src.parent.iterdir():
+            shutil.copy(f, (out / MATHJAX).parent / f.name)
+    css = next((c for c in (shared_css((out / n).read_text()) for n in order) if c), None)
+    if css is not None:       # pages not yet refreshed carry nbconvert's styles inline: they move to course.css
+        (out / STYLESHEET).write_text(re.sub(r"</?style[^>]*>", "", css) + EXTRA_CSS)
+    elif not (out / STYLESHEET).exists():
+        raise FileNotFoundError(f"{out / STYLESHEET} is missing and no page carries its styles: re-make the course")
+    for name in order:
+        page = out / name
+        page.write_text(add_nav(finish_page(page.read_text(), css), order, name))
+    return order
 
 
 def strip_network_scripts(html: str) -> str:
@@ -209,11 +314,16 @@ def main(argv=None) -> int:
     ap.add_argument("--timeout", type=int, default=7200, help="seconds one cell may take")
     ap.add_argument("--mark-stale", action="store_true",
                     help="run nothing: put an 'out of date' banner on every page whose notebook changed since")
+    ap.add_argument("--refresh", action="store_true",
+                    help="run nothing: give every page the offline maths, titles, links and shared stylesheet")
     a = ap.parse_args(argv)
     out = Path(a.out)
-    if a.mark_stale:
-        stale = mark_stale(out)
-        print(f"course: {len(stale)} page(s) marked out of date: {', '.join(stale) or 'none'}")
+    if a.mark_stale or a.refresh:
+        if a.refresh:
+            print(f"course: {len(refresh_pages(out))} page(s) refreshed")
+        if a.mark_stale:
+            stale = mark_stale(out)
+            print(f"course: {len(stale)} page(s) marked out of date: {', '.join(stale) or 'none'}")
         return 0
     out.mkdir(parents=True, exist_ok=True)
     shutil.copy(Path(plotly.__file__).parent / "package_data" / "plotly.min.js", out / "plotly.min.js")
@@ -226,6 +336,7 @@ def main(argv=None) -> int:
         print(f"course: {path.name} {'passed' if entry['passed'] else 'FAILED'} in {entry['seconds'] / 60:.1f} min",
               flush=True)
     manifest = _record(out, {})
+    refresh_pages(out)
     shutil.rmtree(out / ".executed" / str(os.getpid()), ignore_errors=True)
     failed = [k for k, e in manifest.items() if not e["passed"]]
     if failed:

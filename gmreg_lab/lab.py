@@ -32,8 +32,9 @@ log = logging.getLogger(__name__)
 ENV_RUNS_DIR = "GMREG_RUNS_DIR"
 MNIST_TRAIN_IMAGES = 50_000  # the training split after the 10k validation hold-out
 
-# Full-mode recipes: short enough for a 2-core laptop CPU (about a minute each, PGD-AT a few), long enough to show
-# the paper's effects (FGSM-AT masks its gradients within a few hundred iterations).
+# Full-mode recipes: as short as still shows the paper's effects (FGSM-AT masks its gradients within a few hundred
+# iterations). How long each takes is measured, not written here: gl.lab.estimate_seconds on the machine at hand
+# (shown on the progress bar before a run starts), and each notebook's first run in course/MANIFEST.json.
 RECIPES: dict[str, dict] = {
     "normal": dict(method="normal", epochs=1, log_every=50),
     "fgsm": dict(method="fgsm", epochs=1, log_every=25),
@@ -43,6 +44,10 @@ RECIPES: dict[str, dict] = {
     "lambda0": dict(method="proposed", lam=0.0, epochs=1, log_every=25),
     "pgd": dict(method="pgd", epochs=1, limit=32_000, log_every=25),     # 1000 iterations: PGD-40 is ~10x slower;
     # from raw pixels PGD-AT at eps 0.3 predicts one class for its first ~450 iterations (300 never learned, seed 0)
+    # notebook 04's live panel: a short budget that still shows whether a setting masks (benchmarks/live_panel.py:
+    # at lr 0.02 FGSM-AT and lambda = 0 mask within ~350-500 iterations, lambda = 5 keeps its PGD probe at 40-50 %)
+    "panel": dict(method="proposed", lam=5.0, epochs=1, limit=16_000, lr=0.02, log_every=50, probe_size=100,
+                  select_best=False),
     "fgsm_rs": dict(method="fgsm_rs", epochs=1, log_every=25),                  # Wong et al. 2020
     "nfgsm": dict(method="nfgsm", epochs=1, log_every=25),                      # de Jorge et al. 2022
     "gradalign": dict(method="gradalign", epochs=1, log_every=25),              # Andriushchenko & Flammarion 2020
@@ -135,7 +140,10 @@ def cached_train(cfg: TrainConfig, *, smoke: bool = False, root=None, callback=N
                  **kw) -> TrainResult:
     """``gl.train(cfg, run_dir(cfg), resume=True)``: trains once, then returns the cached run at once.
 
-    An interrupted run resumes from its last finished epoch. ``callback`` only sees rows of a run that trains now;
+    A run that is not cached yet shows a progress bar (``progress=True``, the default) whose label says, before the
+    first step, how long it will take on this machine (:func:`estimate_seconds`, measured here, not a constant); the
+    bar then counts iterations with the time left. An interrupted run resumes from its last finished epoch.
+    ``callback`` only sees rows of a run that trains now;
     a cached run's rows are in ``result.history``. ``snapshot_at``: iterations whose weights the run keeps
     (``gl.train(..., snapshot_at=...)``), loaded back with ``gl.load_model(result.run_dir, which=f"iter:{N}")``.
     A cached run that went past one of them without keeping it (runs cached before snapshots existed) is trained
@@ -150,8 +158,13 @@ def cached_train(cfg: TrainConfig, *, smoke: bool = False, root=None, callback=N
     if missing:
         log.warning("cached run %s has no snapshot at iteration %s (trained without snapshot_at): training it again",
                     out, ", ".join(map(str, missing)))
+    progress = kw.pop("progress", True)
+    if progress is True and cfg.iterations >= ESTIMATE_FROM and not _finished(out, cfg) and not missing_data(cfg):
+        est = estimate_seconds(cfg, device=kw.get("device", "auto"))
+        progress = f"trains {describe(cfg)}: about {format_seconds(est)} on this machine"
+        log.info("%s (measured here: %s)", progress, est)
     res = train(cfg, out, resume=not missing, overwrite=bool(missing), callback=callback,
-                progress=kw.pop("progress", False), snapshot_at=snapshot_at, **kw)
+                progress=progress, snapshot_at=snapshot_at, **kw)
     beyond = [n for n in snapshot_at if n > res.metrics.get("iterations", 0)]
     if beyond and res.metrics.get("complete"):
         raise GmregError(f"snapshot_at={beyond} is past the end of the run ({res.metrics['iterations']} iterations)")
@@ -182,5 +195,89 @@ def seconds_per_epoch(result: TrainResult, images: int = MNIST_TRAIN_IMAGES) -> 
 
 
 def _train_images(cfg: TrainConfig) -> int:
-    n = (60_000 if cfg.dataset == "mnist" else 50_000) - cfg.val_size
-    return n if cfg.limit is None else min(cfg.limit, n)
+    return cfg.train_images
+
+
+# --- how long a run will take on this machine ---------------------------------------------------------------------
+ESTIMATE_FROM = 100   # iterations: shorter runs (smoke runs) get a plain progress bar, not worth measuring
+_SPEED: dict = {}     # (what decides a step's and a probe's cost) -> (seconds per step, seconds per probe row)
+
+
+def _finished(out: Path, cfg: TrainConfig) -> bool:
+    from .runs import read_json
+
+    try:
+        m = read_json(out / "metrics.json")
+    except Exception:
+        return False
+    return bool(m.get("complete")) and m.get("epochs_done") == cfg.epochs
+
+
+def missing_data(cfg: TrainConfig) -> bool:
+    """True when the dataset's files are not here (training will report it; nothing to time)."""
+    from . import data
+
+    try:
+        data.load(cfg.dataset, "train")
+    except Exception:
+        return True
+    return False
+
+
+def describe(cfg: TrainConfig) -> str:
+    """``"pgd, 1000 iterations"``: what a run trains, for a progress bar."""
+    lam = f" (λ = {cfg.lam:g})" if cfg.method == "proposed" else ""
+    return f"{cfg.method}{lam}, {cfg.iterations} iterations"
+
+
+def format_seconds(s: float) -> str:
+    return f"{s:.0f} s" if s < 90 else f"{s / 60:.1f} min"
+
+
+def estimate_seconds(cfg: TrainConfig, *, device="auto", steps: int = 5) -> float:
+    """Seconds ``cfg`` will take to train on this machine, from a measurement made here and now: ``steps`` training
+    steps of its method (after two warm-up steps) on random images of the right shape, and one probe row, scaled to
+    the run's iterations and probe rows (model selection adds one I-FGSM-3 pass over ``select_size`` images per
+    epoch, timed as a probe). Cached per process for the settings that decide the cost; a few seconds the first
+    time (PGD-AT's steps are the slowest). A busy machine measures itself slow: the estimate follows."""
+    import time
+
+    import torch
+
+    from .diagnostics import probe
+    from .runtime import resolve_device, resolve_precision
+    from .training import StepContext, make_model, make_step
+
+    dev = resolve_device(device)
+    precision = resolve_precision(cfg.precision, dev.type)
+    key = (cfg.dataset, cfg.model, cfg.method, cfg.batch_size, cfg.pgd_steps, cfg.probe_size, cfg.probe_pgd_steps,
+           len(cfg.eat_sources), precision, str(dev), torch.get_num_threads())
+    if key not in _SPEED:
+        probe_cfg = cfg.replace(precision=precision, eat_sources=(), method="fgsm" if cfg.method == "eat"
+                                else cfg.method, eps_warmup_epochs=0.0)
+        model, opt = make_model(probe_cfg, dev)
+        gen = torch.Generator(device=dev).manual_seed(0)
+        step = make_step(StepContext(model, probe_cfg, gen, []), opt, dev, graphs=False, compiled=False)
+        shape = (3, 32, 32) if cfg.dataset == "cifar10" else (1, 28, 28)
+        x = torch.rand((cfg.batch_size, *shape), generator=torch.Generator().manual_seed(0)).to(dev)
+        y = torch.randint(0, 10, (cfg.batch_size,), generator=torch.Generator().manual_seed(0)).to(dev)
+        for _ in range(2):      # warm-up: allocations and first-call dispatch are not a step's cost
+            step(x, y)
+        t0 = time.perf_counter()
+        for _ in range(steps):
+            loss, _ = step(x, y)
+        float(loss.detach())
+        per_step = (time.perf_counter() - t0) / steps
+        xp = torch.rand((cfg.probe_size, *shape), generator=torch.Generator().manual_seed(1)).to(dev)
+        yp = torch.randint(0, 10, (cfg.probe_size,), generator=torch.Generator().manual_seed(1)).to(dev)
+        model.eval()
+        t0 = time.perf_counter()
+        probe(model, xp, yp, cfg.eps, cfg.alpha, cfg.probe_pgd_steps)
+        per_probe = time.perf_counter() - t0
+        if cfg.method == "eat":
+            per_step *= 1.3     # EAT's step: FGSM from one of 1 + len(sources) models, measured as FGSM-AT's
+        _SPEED[key] = (per_step, per_probe)
+    per_step, per_probe = _SPEED[key]
+    rows = cfg.iterations / cfg.log_every + cfg.epochs
+    select = cfg.epochs * per_probe * cfg.select_size / cfg.probe_size * 0.3 if cfg.select_best else 0.0
+    return cfg.iterations * per_step + rows * per_probe + select

@@ -1,5 +1,6 @@
-"""The paper's networks. Every model takes pixels in [0, 1] (NCHW) and normalises inside, so epsilon is always in
-pixel units and any attack library can attack it.
+"""The paper's networks. Every model takes pixels in [0, 1] (NCHW), so epsilon is always in pixel units and any
+attack library can attack it; ``normalize=True`` adds a fixed mean/std layer inside the model (off by default: the
+paper's code trains on raw pixels, REPRODUCTION.md).
 
 MNIST (Table 1): LeNet+ and models A, B, C, D of ensemble adversarial training; and ``wong_cnn``, the small CNN of
 Wong, Rice & Kolter 2020 ("Fast is better than free"), for reproducing their published MNIST FGSM-RS numbers.

@@ -89,6 +89,67 @@ def training_dashboard(history=(), *, title: str = "training") -> go.Figure:
     return _layout(fig, title, height=620)
 
 
+PANEL_TRACES = (("acc_pgd", "solid", 1, True), ("acc_fgsm", "dot", 1, False), ("logit_dist", "solid", 2, False))
+
+
+def panel_runs_xy(runs: Mapping[str, Iterable[Mapping]]) -> list:
+    """The (x, y) data of every :func:`panel_runs` trace, in order (the live panel redraws from these alone)."""
+    return [series(hist, key) for hist in runs.values() for key, *_ in PANEL_TRACES]
+
+
+def panel_runs(runs: Mapping[str, Iterable[Mapping]], *, title: str = "") -> go.Figure:
+    """The live panel's memory (notebook 04): every run as its own colour, ``{legend name: history}``. Left: PGD probe
+    accuracy (solid) and FGSM probe accuracy (dotted); right: the FGSM / R-FGSM logit distance (log scale).
+    Three traces per run, in the order of ``runs`` (widgets.TrainingPanel updates them in place)."""
+    fig = make_subplots(rows=1, cols=2, horizontal_spacing=0.1,
+                        subplot_titles=("probe accuracy (%): PGD solid, FGSM dotted",
+                                        "FGSM / R-FGSM logit distance (L2, log scale)"))
+    xy = iter(panel_runs_xy(runs))
+    for i, name in enumerate(runs):
+        color = PALETTE[i % len(PALETTE)]
+        for key, dash, col, show in PANEL_TRACES:
+            xs, ys = next(xy)
+            fig.add_trace(go.Scatter(x=xs, y=ys, mode="lines+markers", name=name, legendgroup=name,
+                                     showlegend=show, marker=dict(size=4), line=dict(color=color, dash=dash),
+                                     hovertemplate=f"{name}<br>{key}: %{{y:.3g}} at iteration %{{x}}<extra></extra>"),
+                          row=1, col=col)
+    fig.update_xaxes(title_text="iteration")
+    fig.update_yaxes(range=[0, 100], row=1, col=1)
+    fig.update_yaxes(type="log", row=1, col=2)
+    return _layout(fig, title or "runs since the notebook opened", height=430)
+
+
+def panel_summary(summary: Sequence[Mapping], *, title: str = "") -> go.Figure:
+    """Final PGD probe accuracy of each panel run: left against λ (the proposed method's runs, one line per ε: the
+    paper's λ-curve, built one slider move at a time), right against ε (one line per method / λ). ``summary``: dicts
+    with ``method``, ``lam``, ``eps``, ``pgd`` (final PGD probe, %), and optionally ``verdict``."""
+    fig = make_subplots(rows=1, cols=2, horizontal_spacing=0.12,
+                        subplot_titles=("final PGD probe vs λ (proposed)", "final PGD probe vs ε"))
+    symbols = {"masking": "x", "no masking": "circle", "not robust yet": "circle-open"}
+    groups: dict = {}
+    for r in summary:
+        if r.get("method") == "proposed":
+            groups.setdefault(("lam", f"ε = {r['eps']:g}"), []).append((r["lam"], r))
+        name = f"λ = {r['lam']:g}" if r.get("method") == "proposed" else r.get("method", "?")
+        groups.setdefault(("eps", name), []).append((r["eps"], r))
+    colours: dict = {}
+    for (axis, name), pts in groups.items():
+        pts = sorted(pts, key=lambda p: p[0])
+        color = colours.setdefault(name, PALETTE[len(colours) % len(PALETTE)])
+        fig.add_trace(go.Scatter(
+            x=[p[0] for p in pts], y=[p[1]["pgd"] for p in pts], mode="lines+markers", name=name, legendgroup=name,
+            line=dict(color=color), marker=dict(size=10, symbol=[symbols.get(p[1].get("verdict"), "diamond")
+                                                                 for p in pts]),
+            text=[p[1].get("verdict", "") for p in pts], hovertemplate="%{x:g}: %{y:.0f} % (%{text})<extra></extra>"),
+            row=1, col=1 if axis == "lam" else 2)
+    fig.update_xaxes(title_text="λ", row=1, col=1)
+    fig.update_xaxes(title_text="ε", row=1, col=2)
+    fig.update_yaxes(title_text="final PGD probe accuracy (%)", range=[0, 100], row=1, col=1)
+    fig.update_yaxes(range=[0, 100], row=1, col=2)
+    return _layout(fig, title or "what each run ended at (✕ masked, ● resisted PGD, ○ too short to tell)",
+                   height=380)
+
+
 def compare_runs(runs: Mapping[str, Iterable[Mapping]], key: str, *, title: str = "", yaxis: str = "",
                  log_y: bool = False, x: str = "iteration") -> go.Figure:
     """One line per run (``{name: history}``) of one history key, e.g. the logit distance of FGSM-AT vs PGD-AT."""
@@ -299,8 +360,9 @@ def image_grid(images, titles: Optional[Sequence[str]] = None, *, cols: int = 6,
 
 def checklist_figure(reports: Mapping[str, object], *, title: str = "") -> go.Figure:
     """Gradient-masking checklists (``{model: gl.diagnostics.masking_report(...)}``, or their ``.to_dict()``) as a
-    table: one column per model, one row per check; green with a tick when the model passes it, red with a cross (a
-    sign of masking) when it fails, grey when the check was skipped."""
+    table: one column per model, one row per check; green with a tick when the model passes it, red with a cross when
+    it fails a masking check (a sign of masking), amber with a cross when it fails a check of another kind (an
+    attack that has not converged, or label leaking: not masking; ``gl.diagnostics.KINDS``), grey when skipped."""
     models = list(reports)
     if not models:
         raise GmregError("no checklists to show")
@@ -316,15 +378,52 @@ def checklist_figure(reports: Mapping[str, object], *, title: str = "") -> go.Fi
         checks += [c for c in by if c not in checks]
     mark = {True: "✔ ", False: "✘ ", None: "– "}
     fill = {True: "#d3f9d8", False: "#ffe3e3", None: "#f1f3f5"}
-    cells, fills = [[c.replace("_", " ") for c in checks]], [["white"] * len(checks)]
+
+    def kind(c: Mapping) -> str:   # what a failure means (gl.diagnostics.kind_of; old reports: by the name)
+        return c.get("kind") or CHECK_KIND_OF.get(c.get("name"), "masking")
+
+    def cell(c: Mapping) -> str:
+        note = f" [{CHECK_KIND_LABEL[kind(c)]}]" if c["passed"] is False and kind(c) != "masking" else ""
+        return mark[c["passed"]] + c["detail"] + note
+
+    def colour(c: Mapping) -> str:   # red only for a sign of masking; amber for convergence / label leaking
+        return fill[c["passed"]] if c["passed"] is not False or kind(c) == "masking" else "#fff3bf"
+
+    def row_name(c: str) -> str:
+        k = kind(next(by_model[m][c] for m in models if c in by_model[m]))
+        return c.replace("_", " ") + ("" if k == "masking" else f" ({k})")
+
+    cells, fills = [[row_name(c) for c in checks]], [["white"] * len(checks)]
     for m in models:
         by = by_model[m]
-        cells.append([mark[by[c]["passed"]] + by[c]["detail"] if c in by else "" for c in checks])
-        fills.append([fill[by[c]["passed"]] if c in by else "white" for c in checks])
+        cells.append([cell(by[c]) if c in by else "" for c in checks])
+        fills.append([colour(by[c]) if c in by else "white" for c in checks])
+    widths = [1.6] + [2.2] * len(models)
     fig = go.Figure(go.Table(header=dict(values=["check", *models], fill_color="#e9ecef", align="left"),
                              cells=dict(values=cells, fill_color=fills, align="left", height=28),
-                             columnwidth=[1.6] + [2.2] * len(models)))
-    return _layout(fig, title or "gradient-masking checklist", height=120 + 40 * len(checks))
+                             columnwidth=widths))
+    return _layout(fig, title or "gradient-masking checklist", height=_table_height(cells, widths))
+
+
+def _table_height(columns: list, widths: list, *, width_px: int = 1000, char_px: float = 7.0,
+                  line_px: int = 18, pad_px: int = 12) -> int:
+    """Pixels a go.Table needs to show every row with its wrapped text (plotly does not grow a table to fit, it
+    scrolls inside it and hides the rows below): the longest cell of each row, wrapped at its column's width."""
+    total = sum(widths)
+    rows = len(columns[0]) if columns else 0
+    height = 130                                   # title, header, margins
+    for i in range(rows):
+        lines = 1
+        for col, w in zip(columns, widths):
+            chars = max(8, int(width_px * w / total / char_px))
+            lines = max(lines, -(-len(str(col[i])) // chars))
+        height += max(28, lines * line_px + pad_px)
+    return height
+
+
+# what a failed check means (mirrors gl.diagnostics.KIND_OF / KINDS: plots take data, they import no compute)
+CHECK_KIND_OF = {"no_label_leaking": "leaking", "more_steps_and_restarts_dont_help": "convergence"}
+CHECK_KIND_LABEL = {"convergence": "not converged, not masking", "leaking": "label leaking, not masking"}
 
 
 # --- the loss landscape ----------------------------------------------------------------------------------------------

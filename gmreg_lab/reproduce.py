@@ -152,7 +152,7 @@ def select_runs(runs: dict, methods) -> dict:
 class Reproduction:
     """What every phase needs: the scale, the runs, where they live, the test set and the device."""
     dataset: str
-    sc: Scale
+    sc: Optional[Scale]                              # None: the suite's runs (suite.py), not a paper scale
     out: Path
     runs: dict
     test: data_mod.Split

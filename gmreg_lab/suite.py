@@ -53,10 +53,6 @@ def class_shares(model, x, y) -> dict:
     return {"majority_pct": share(y), "top_pred_pct": share(pred)}
 
 
-NAMES = {"fgsm": "FGSM-AT", "proposed": "Proposed (λ = 5)", "fgsm_rs": "FGSM-RS", "nfgsm": "N-FGSM",
-         "gradalign": "GradAlign", "pgd": "PGD-AT"}
-
-
 @dataclass(frozen=True)
 class SuiteScale:
     name: str

@@ -381,7 +381,7 @@ def epoch_order(cfg: TrainConfig, epoch: int) -> torch.Generator:
 
 # --- the loop -------------------------------------------------------------------------------------------------------
 def train(cfg: TrainConfig, out=None, *, device="auto", data_dir=None, callback: Optional[Callable] = None,
-          stop=None, resume: bool = False, overwrite: bool = False, progress: bool = True,
+          stop=None, resume: bool = False, overwrite: bool = False, progress=True,
           snapshot_at: tuple = ()) -> TrainResult:
     """Train ``cfg.model`` with ``cfg.method``.
 
@@ -391,6 +391,8 @@ def train(cfg: TrainConfig, out=None, *, device="auto", data_dir=None, callback:
     ``threading.Event``) checked every iteration. ``resume=True`` continues the run in ``out`` (or returns it at
     once when it is complete). ``snapshot_at``: iterations after which a copy of the weights is kept (in the
     checkpoint too): ``load_model(run, which="iter:200")`` returns it, e.g. the early model of the paper's Fig. 1.
+    ``progress``: a tqdm bar per epoch (``True``), none (``False``), or a label for the bar (a string, kept after
+    the run; ``gl.lab.cached_train`` passes its time estimate).
 
     Inside a ``torch.distributed`` process group (``torchrun``), every rank trains its share of each global batch
     of ``cfg.batch_size`` under DistributedDataParallel and rank 0 alone probes, selects and writes (see
@@ -526,7 +528,7 @@ class _Run:
     dev: torch.device
     callback: Optional[Callable]
     stop: object
-    progress: bool
+    progress: object            # False, True, or the bar's label
     snapshot_at: set
     stopped: bool = False
     rank: int = 0
@@ -579,7 +581,10 @@ class _Run:
         self.sums: dict[str, torch.Tensor] = {}
         self.count, self.bad_at = 0, torch.full((), -1, dtype=torch.long, device=self.dev)
         self.t_epoch, self.t_probe = time.perf_counter(), 0.0
-        bar = tqdm(total=self.iters_per_epoch, desc=f"{cfg.method} epoch {epoch + 1}/{cfg.epochs}", leave=False,
+        desc = f"{cfg.method} epoch {epoch + 1}/{cfg.epochs}"
+        if isinstance(self.progress, str):          # a label from the caller, e.g. "trains pgd: about 4 min here"
+            desc = self.progress + (f" (epoch {epoch + 1}/{cfg.epochs})" if cfg.epochs > 1 else "")
+        bar = tqdm(total=self.iters_per_epoch, desc=desc, leave=isinstance(self.progress, str),
                    disable=not self.progress)
         try:
             batches = self.train_set.batches(cfg.batch_size, generator=epoch_order(cfg, epoch), augment=cfg.augment)

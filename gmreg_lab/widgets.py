@@ -3,9 +3,11 @@
 * :func:`attack_explorer` - an eps slider (and attack / image pickers) redraw the clean image, the perturbation, the
   adversarial image and the class probabilities.
 * :func:`live_figure` - a figure that follows a training run through ``gl.train``'s ``callback``.
-* :func:`training_panel` - lambda and eps sliders, Train and Stop buttons, live curves of the loss, the regulariser,
-  the logit distance and the PGD probe accuracy. Training runs in a background thread; one run at a time (across all
-  panels), Stop sets a ``threading.Event`` that the training loop checks every iteration.
+* :func:`training_panel` - lambda and eps sliders, Train and Stop buttons; every run since the panel was made stays
+  on its figure (probe accuracies, logit distance), a summary of final PGD probe vs lambda and eps grows with each
+  run, a verdict (masks or not) is read from the probe rows, and the current run is shown in detail. Training runs
+  in a background thread; one run at a time (across all panels); Stop sets a ``threading.Event`` that the training
+  loop checks every iteration.
 
 Figures are updated in place inside ``fig.batch_update()``, at most every ``min_interval`` seconds while training.
 """
@@ -28,6 +30,7 @@ from .config import TrainConfig
 from .errors import GmregError
 from .evaluate import parse_attack
 from .models import to_model_device
+from .diagnostics import live_verdict
 from .training import train
 
 EPS_RANGE = {"mnist": (0.5, 0.01), "cifar10": (16 / 255, 1 / 255)}   # slider max and step, pixel units
@@ -152,15 +155,47 @@ def live_figure(make: Callable = plots.training_curves, history=(), **kw) -> Liv
 _ONE_RUN = threading.Lock()   # one training run at a time in this kernel, whatever the number of panels
 
 
+def run_label(cfg: TrainConfig) -> str:
+    """The legend name of a panel run: ``"λ = 5, ε = 0.3"`` (proposed) or ``"fgsm, ε = 0.3"``."""
+    head = f"λ = {cfg.lam:g}" if cfg.method == "proposed" else cfg.method
+    return f"{head}, ε = {cfg.eps:.3g}"
+
+
+def _sync_figure(fig: go.FigureWidget, new: go.Figure, title: Optional[str] = None) -> None:
+    """Make ``fig`` show ``new``'s traces: copied in place when the structure is the same, else replaced."""
+    with fig.batch_update():
+        if len(fig.data) == len(new.data) and all(a.name == b.name for a, b in zip(fig.data, new.data)):
+            for t, nt in zip(fig.data, new.data):
+                for attr in ("x", "y", "text"):
+                    if attr in nt and nt[attr] is not None:
+                        t[attr] = nt[attr]
+                if "marker" in nt and nt.marker.symbol is not None:
+                    t.marker.symbol = nt.marker.symbol
+        else:
+            fig.data = []
+            fig.add_traces(list(new.data))
+        if title is not None:
+            fig.layout.title.text = title
+
+
 class TrainingPanel(_Displayable):
-    """lambda / eps sliders, method picker, Train and Stop, and a live 2x2 dashboard of the current run."""
+    """λ / ε sliders, method picker, Train and Stop; every run made since the panel was created stays on its figure
+    (PGD and FGSM probe accuracy and the logit distance, one colour per run, λ and ε in the legend), a summary of
+    each run's final PGD probe against λ and against ε grows with each run, and a 2x2 dashboard shows the current
+    run in detail (loss, regulariser, logit distance, probes).
+
+    Each run gets a verdict from :func:`gmreg_lab.diagnostics.live_verdict` while it trains; with "stop once it
+    masks" ticked (the default) a run stops at the probe row where the masking signature is confirmed. A setting
+    already run in this panel comes back at once from memory; with ``out_dir`` finished runs are also cached on disk
+    (``gl.lab.run_dir``), so they come back at once in a later session too."""
 
     METHODS = ("proposed", *(m for m in config.METHODS if m not in ("proposed", "eat")))   # EAT needs sources
 
     def __init__(self, base: TrainConfig, *, out_dir=None, data_dir=None, device="auto", lam_max: float = 20.0,
-                 eps_max: Optional[float] = None, min_interval: float = 0.5):
+                 eps_max: Optional[float] = None, min_interval: float = 0.5, stop_at_verdict: bool = True,
+                 note: str = ""):
         if not isinstance(base, TrainConfig):
-            raise GmregError("base must be a TrainConfig (e.g. gl.lab.recipe('proposed'))")
+            raise GmregError("base must be a TrainConfig (e.g. gl.lab.recipe('panel'))")
         self.base, self.data_dir, self.device = base, data_dir, device
         self.out_dir = Path(out_dir) if out_dir is not None else None
         self.min_interval = min_interval
@@ -175,19 +210,29 @@ class TrainingPanel(_Displayable):
                                  layout=W.Layout(width="230px"))
         self.train_button = W.Button(description="Train", button_style="success", icon="play")
         self.stop_button = W.Button(description="Stop", button_style="danger", icon="stop", disabled=True)
+        self.stop_at_verdict = W.Checkbox(value=stop_at_verdict, description="stop once it masks", indent=False,
+                                          layout=W.Layout(width="150px"))
         self.status = W.HTML("ready")
-        self.fig = go.FigureWidget(plots.training_dashboard(title="press Train"))
+        self.budget = W.HTML(self._budget_text(note))
+        self.fig = go.FigureWidget(plots.panel_runs({}, title="press Train"))
+        self.summary_fig = go.FigureWidget(plots.panel_summary([]))
+        self.dashboard = go.FigureWidget(plots.training_dashboard(title="the current run in detail"))
         self.train_button.on_click(lambda _: self.start())
         self.stop_button.on_click(lambda _: self.stop())
+        details = W.Accordion(children=[self.dashboard])
+        details.set_title(0, "the current run in detail: loss, regulariser, logit distance, probes")
         self.widget = W.VBox([W.HBox([self.method, self.lam, self.eps]),
-                              W.HBox([self.train_button, self.stop_button, self.status]), self.fig])
+                              W.HBox([self.train_button, self.stop_button, self.stop_at_verdict]),
+                              self.status, self.budget, self.fig, self.summary_fig, details])
         self._lock = threading.Lock()
         self._busy = False
         self._thread: Optional[threading.Thread] = None
         self._stop = threading.Event()
         self._run_id = 0
         self._last_draw = -math.inf
+        self._t0 = 0.0
         self.jobs_started = 0
+        self.memory: dict = {}    # run label -> {"config", "rows", "verdict", "seconds", "stopped", "result"}
         self.rows: list = []
         self.result = None
         self.error: Optional[BaseException] = None
@@ -204,19 +249,40 @@ class TrainingPanel(_Displayable):
         return self.base.replace(method=self.method.value, lam=float(self.lam.value), eps=eps,
                                  alpha=min(self.base.alpha, eps))
 
+    def summary(self) -> list:
+        """One dict per run of this panel (the summary figure's data): method, λ, ε, final PGD / FGSM probe
+        (%), logit distance, verdict, iterations, seconds."""
+        out = []
+        for label, m in self.memory.items():
+            cfg, v = m["config"], m["verdict"]
+            last = [r for r in m["rows"] if r.get("event") == "log"]
+            out.append({"run": label, "method": cfg.method, "lam": cfg.lam, "eps": cfg.eps,
+                        "pgd": last[-1]["acc_pgd"] if last else None, "fgsm": last[-1]["acc_fgsm"] if last else None,
+                        "logit_dist": last[-1]["logit_dist"] if last else None, "verdict": v["verdict"],
+                        "verdict_text": v["text"], "iterations": last[-1]["iteration"] if last else 0,
+                        "seconds": m["seconds"], "stopped": m["stopped"]})
+        return out
+
+    def _budget_text(self, note: str) -> str:
+        b = self.base
+        return (f"<small>Each run: {b.iterations} iterations of {b.batch_size} images (lr {b.lr:g}), probed every "
+                f"{b.log_every} iterations with FGSM and PGD-{b.probe_pgd_steps} on {b.probe_size} validation "
+                f"images. A short budget that shows whether a setting masks; notebooks 04-05 and REPRODUCTION.md "
+                f"train the longer runs. {note}</small>")
+
     def _title(self, cfg: TrainConfig, state: str) -> str:
-        lam = f", λ = {cfg.lam:g}" if cfg.method == "proposed" else ""
-        return f"{cfg.method}{lam}, ε = {cfg.eps:.3g}: {state}"
+        return f"{run_label(cfg)}: {state}"
 
     def _set_controls(self, running: bool) -> None:
         self.train_button.disabled = running
         self.stop_button.disabled = not running
-        for w in (self.lam, self.eps, self.method):
+        for w in (self.lam, self.eps, self.method, self.stop_at_verdict):
             w.disabled = running
 
     # actions --------------------------------------------------------------------------------------------------------
     def start(self) -> bool:
-        """Start a run with the current slider values; returns False (and starts nothing) if one is running."""
+        """Start a run with the current slider values; returns False (and starts nothing) if one is running. A
+        setting this panel already ran comes back at once from memory (no training)."""
         with self._lock:
             if self._busy:
                 self.status.value = "a run is in progress: press Stop first"
@@ -231,14 +297,28 @@ class TrainingPanel(_Displayable):
                 self.status.value = f"<b>bad settings</b>: {e}"
                 self.error = e
                 return False
-            self._busy = True
+            label = run_label(cfg)
             self._run_id += 1
-            self._stop = threading.Event()
-            self.rows, self.result, self.error, self.last_config = [], None, None, cfg
             self.jobs_started += 1
+            self.error, self.last_config = None, cfg
+            known = self.memory.get(label)
+            if known is not None and known["config"] == cfg and not known["stopped"] == "by you":
+                _ONE_RUN.release()
+                self.rows, self.result, self._thread = list(known["rows"]), known["result"], None
+                self._draw(self._title(cfg, "from memory"))
+                self._draw_summary()
+                self.status.value = f"{label}: from memory. {known['verdict']['text']}"
+                return True
+            self._busy = True
+            self._stop = threading.Event()
+            self.rows, self.result = [], None
+            self.memory.pop(label, None)          # a re-run goes to the end of the legend
+            self.memory[label] = {"config": cfg, "rows": self.rows, "verdict": live_verdict([]),
+                                  "seconds": None, "stopped": False, "result": None}
             self._set_controls(True)
+            self._t0 = time.perf_counter()
             self._draw(self._title(cfg, "starting"))
-            self.status.value = f"training {cfg.method} (λ = {cfg.lam:g}, ε = {cfg.eps:.3g})..."
+            self.status.value = f"training {label}..."
             self._thread = threading.Thread(target=self._work, args=(self._run_id, cfg, self._stop),
                                             name="gmreg-training-panel", daemon=True)
             self._thread.start()
@@ -272,35 +352,70 @@ class TrainingPanel(_Displayable):
         return self.wait(timeout)
 
     # worker ---------------------------------------------------------------------------------------------------------
-    def _on_row(self, run_id: int, row) -> Optional[bool]:
+    def _on_row(self, run_id: int, cfg: TrainConfig, row) -> Optional[bool]:
         if run_id != self._run_id:
             return True
         self.rows.append(row)
-        if row.get("event") == "log" and time.monotonic() - self._last_draw >= self.min_interval:
-            self._draw(self._title(self.last_config, f"iteration {row['iteration']}"))
+        if row.get("event") != "log":
+            return None
+        mem = self.memory[run_label(cfg)]
+        mem["verdict"] = live_verdict(self.rows)
+        masked = mem["verdict"]["verdict"] == "masking"
+        if masked and self.stop_at_verdict.value:
+            mem["stopped"] = "at the verdict"
+            return True
+        if time.monotonic() - self._last_draw >= self.min_interval:
+            it, total = row["iteration"], cfg.iterations
+            took = time.perf_counter() - self._t0
+            left = took / max(it, 1) * (total - it)
+            self._draw(self._title(cfg, f"iteration {it}"))
+            self.status.value = (f"training {run_label(cfg)}: iteration {it} / {total}, {took:.0f} s, about "
+                                 f"{left:.0f} s left. {mem['verdict']['text']}")
         return None
 
     def _draw(self, title: str) -> None:
-        new = plots.training_dashboard(self.rows)
-        _copy_traces(self.fig, new, title)
+        runs = {label: m["rows"] for label, m in self.memory.items()}
+        names = [t.name for t in self.fig.data][::len(plots.PANEL_TRACES)]
+        if names == list(runs):      # the same runs: only their data changed (cheap: no figure is built)
+            with self.fig.batch_update():
+                for t, (xs, ys) in zip(self.fig.data, plots.panel_runs_xy(runs)):
+                    t.x, t.y = xs, ys
+                self.fig.layout.title.text = title
+        else:
+            _sync_figure(self.fig, plots.panel_runs(runs), title)
+        with self.dashboard.batch_update():
+            for t, (xs, ys) in zip(self.dashboard.data, plots.dashboard_xy(self.rows)):
+                t.x, t.y = xs, ys
+            self.dashboard.layout.title.text = title
         self._last_draw = time.monotonic()
 
+    def _draw_summary(self) -> None:
+        _sync_figure(self.summary_fig, plots.panel_summary(self.summary()))
+
     def _work(self, run_id: int, cfg: TrainConfig, stop: threading.Event) -> None:
-        t0 = time.perf_counter()
+        label = run_label(cfg)
+        mem = self.memory[label]
         try:
             out = None
             if self.out_dir is not None:
                 from .lab import run_dir
                 out = run_dir(cfg, root=self.out_dir)   # the same cache as lab.cached_train
             res = train(cfg, out, resume=out is not None, device=self.device, data_dir=self.data_dir,
-                        callback=lambda row: self._on_row(run_id, row), stop=stop, progress=False)
+                        callback=lambda row: self._on_row(run_id, cfg, row), stop=stop, progress=False)
+            seconds = time.perf_counter() - self._t0
             self.result = res
-            self.rows = list(res.history)
-            state = "stopped" if res.stopped else "done"
+            self.rows[:] = list(res.history)
+            if res.stopped and not mem["stopped"]:
+                mem["stopped"] = "by you"
+            mem.update(verdict=live_verdict(self.rows, finished=not res.stopped or mem["stopped"] != "by you"),
+                       seconds=seconds, result=res)
+            state = {False: "done", "by you": "stopped", "at the verdict": "stopped: it masks"}[mem["stopped"]]
             self._draw(self._title(cfg, f"{state} after {res.metrics.get('iterations', '?')} iterations"))
-            self.status.value = f"{state} in {time.perf_counter() - t0:.1f} s"
+            self._draw_summary()
+            self.status.value = f"{label}: {state} in {seconds:.1f} s. {mem['verdict']['text']}"
         except BaseException as e:  # shown in the panel; wait() re-raises it
             self.error = e
+            self.memory.pop(label, None)
             self.status.value = f"<b>error</b>: {type(e).__name__}: {e}"
         finally:
             with self._lock:
@@ -310,7 +425,8 @@ class TrainingPanel(_Displayable):
 
 
 def training_panel(base: TrainConfig, **kw) -> TrainingPanel:
-    """lambda / eps sliders (``continuous_update=False``), Train / Stop, live curves; one run at a time."""
+    """λ / ε sliders (``continuous_update=False``), Train / Stop, every run's curves and a growing λ / ε summary;
+    one run at a time; see :class:`TrainingPanel`."""
     return TrainingPanel(base, **kw)
 
 

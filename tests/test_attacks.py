@@ -176,3 +176,22 @@ def test_early_stop_is_never_weaker(attack, trained_lenet, small_batch):
     assert (last & ~early).sum() <= 1
     xa = run(True)
     assert (xa - x).abs().max() <= 0.15 + 1e-6 and xa.min() >= 0 and xa.max() <= 1
+
+
+def test_deprecated_keywords_warn_and_mean_the_same(trained_lenet, small_batch):
+    """pgd(alpha=) and masking_report(step_size=) still work, with a DeprecationWarning, and give what the new names
+    give; passing both names at once is refused."""
+    from gmreg_lab import diagnostics
+
+    x, y = small_batch[0][:8], small_batch[1][:8]
+    gen = lambda: torch.Generator().manual_seed(0)          # noqa: E731
+    new = attacks.pgd(trained_lenet, x, y, 0.3, step=0.05, steps=3, generator=gen())
+    with pytest.warns(DeprecationWarning, match="step"):
+        old = attacks.pgd(trained_lenet, x, y, 0.3, alpha=0.05, steps=3, generator=gen())
+    assert torch.equal(new, old)
+    with pytest.raises(ValueError, match="once"), pytest.warns(DeprecationWarning):
+        attacks.pgd(trained_lenet, x, y, 0.3, step=0.05, alpha=0.05, steps=3)
+    kw = dict(steps=2, large_eps_steps=2, square_queries=0, search_queries=0)
+    with pytest.warns(DeprecationWarning, match="step="):
+        old = diagnostics.masking_report(trained_lenet, x, y, 0.3, step_size=0.05, **kw).to_dict()
+    assert old == diagnostics.masking_report(trained_lenet, x, y, 0.3, step=0.05, **kw).to_dict()

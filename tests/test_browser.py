@@ -1,6 +1,7 @@
 """A real browser: JupyterLab served on 127.0.0.1, notebooks run in Debian's headless chromium (Playwright): in 01 the
-eps slider moved with the keyboard, in 03 the loss landscape's model picker changed, and each plotly figure checked
-to have been redrawn. Skipped cleanly when
+eps slider moved with the keyboard, in 03 the loss landscape's model picker changed, in 04 the training panel driven
+as a learner drives it (sliders, Train, Stop, Train again), and each plotly figure checked to have been redrawn.
+Skipped cleanly when
 /usr/bin/chromium or playwright is missing (``./kit.sh test`` installs chromium with apt)."""
 
 import contextlib
@@ -47,6 +48,7 @@ def lab_server(tmp_path):
     root.mkdir()
     for name in ("01_adversarial_examples.ipynb", "03_logit_distance.ipynb"):   # never autosave the committed copy
         shutil.copy(ROOT / "notebooks" / name, root)
+    _panel_notebook(root / "04_panel.ipynb")
     port, token = _free_port(), secrets.token_hex(16)
     env = {**os.environ, "GMREG_SMOKE": "1", "JUPYTER_CONFIG_DIR": str(tmp_path / "cfg"),
            "JUPYTER_RUNTIME_DIR": str(tmp_path / "runtime")}
@@ -150,4 +152,76 @@ def test_notebook_03_landscape_model_picker_in_a_real_browser(lab_server, tmp_pa
         after = page.evaluate(LANDSCAPE)
         page.screenshot(path=str(tmp_path / "landscape.png"), full_page=True)
     assert after["z"] != before["z"], "the loss surface was redrawn for the picked model"
+    assert not errors, errors
+
+
+# --- notebook 04's training panel -------------------------------------------------------------------------------------
+PANEL_CELL = 'gl.lab.recipe("panel", smoke=SMOKE)'
+
+
+def _panel_notebook(dest: Path) -> None:
+    """Notebook 04 up to its panel (the notebook's own cells), with a smoke budget long enough to press Stop in:
+    200 iterations, a probe row after each."""
+    import nbformat
+
+    nb = nbformat.read(ROOT / "notebooks" / "04_regularized_training.ipynb", as_version=4)
+    end = next(i for i, c in enumerate(nb.cells) if PANEL_CELL in c.source) + 1
+    nb.cells = nb.cells[:end]
+    nb.cells[-1].source = nb.cells[-1].source.replace(PANEL_CELL, 'gl.lab.recipe("panel", smoke=SMOKE, limit=6400)')
+    assert "limit=6400" in nb.cells[-1].source
+    nbformat.write(nb, dest)
+
+
+# the panel's figure of every run: the one whose title names the current run ("λ = ..., ε = ...: state")
+PANEL = """() => {
+  const d = Array.from(document.querySelectorAll('.jp-OutputArea .js-plotly-plot'))
+      .find(d => d.layout && d.layout.title && /ε = /.test(String(d.layout.title.text || '')));
+  return d ? {title: String(d.layout.title.text), names: d.data.map(t => t.name),
+              n: d.data.map(t => (t.x || []).length)} : null;
+}"""
+
+
+def test_notebook_04_training_panel_in_a_real_browser(lab_server, tmp_path):
+    url, token = lab_server
+    errors = []
+    with _browser_page(errors) as page:
+        page.goto(f"{url}/lab/tree/04_panel.ipynb?token={token}")
+        page.wait_for_selector(".jp-Notebook-ExecutionIndicator[data-status='idle']", timeout=120_000)
+        page.locator(".jp-Notebook .jp-Cell").first.click()
+        page.keyboard.press("Escape")
+        page.get_by_role("menuitem", name="Run", exact=True).click()
+        page.get_by_role("menuitem", name="Run All Cells", exact=True).click()
+        train = page.locator(".jupyter-button", has_text="Train")
+        stop = page.locator(".jupyter-button", has_text="Stop")
+        train.wait_for(timeout=180_000)
+        handles = page.locator(".widget-slider .noUi-handle")
+        lam, eps = handles.nth(0), handles.nth(1)
+        lam.click()
+        lam.press("ArrowLeft")                                  # λ 5 -> 4.5 (step 0.5)
+        eps.click()
+        eps.press("ArrowRight")                                 # ε 0.3 -> 0.31
+        train.click()
+        # the live figure gains points while the run trains
+        page.wait_for_function(f"() => {{ const f = ({PANEL})(); return f && f.title.startsWith('λ = 4.5, ε = 0.31')"
+                               f" && f.n[0] >= 3; }}", timeout=120_000)
+        stop.click()
+        page.wait_for_function(f"() => {{ const f = ({PANEL})(); return f && f.title.includes('stopped'); }}",
+                               timeout=60_000)
+        first = page.evaluate(PANEL)
+        page.wait_for_timeout(1500)
+        assert page.evaluate(PANEL)["n"] == first["n"], "a stopped run gains no more points"
+        lam.click()
+        lam.press("ArrowLeft")                                  # λ 4.5 -> 4: a second run
+        train.click()
+        page.wait_for_function(f"() => {{ const f = ({PANEL})(); return f && f.names.length === 6 && f.n[3] >= 2; }}",
+                               timeout=120_000)
+        stop.click()
+        page.wait_for_function(f"() => {{ const f = ({PANEL})(); return f && f.title.includes('stopped'); }}",
+                               timeout=60_000)
+        second = page.evaluate(PANEL)
+        page.screenshot(path=str(tmp_path / "panel.png"), full_page=True)
+    assert first["names"][::3] == ["λ = 4.5, ε = 0.31"] and first["n"][0] >= 3
+    assert second["names"][::3] == ["λ = 4.5, ε = 0.31", "λ = 4, ε = 0.31"], second["names"]
+    assert second["n"][0] == first["n"][0], "the first run's trace stays as it was"
+    assert (tmp_path / "panel.png").stat().st_size > 10_000
     assert not errors, errors

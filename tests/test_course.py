@@ -1,6 +1,7 @@
 """The executed course (``./kit.sh course``, gmreg_lab/course.py): its pages are static and small, and every committed
 page is current (made from the notebook as it is now)."""
 import json
+import re
 from pathlib import Path
 
 import nbformat
@@ -29,10 +30,18 @@ def test_page_draws_figures_with_one_shared_plotly_and_notes_widgets():
     assert html.count('<script src="plotly.min.js"') == 1             # plotly.js shared, not inlined
     assert len(html) < 1_000_000                                      # (inlined plotly.js alone is ~3.5 MB)
     assert "interactive widget stood here" in html
+    nb.cells.append(nbformat.v4.new_code_cell("train", outputs=[nbformat.v4.new_output(   # a tqdm.notebook bar
+        "display_data", data={course.WIDGET_MIME: {"model_id": "y", "version_major": 2},
+                              "text/plain": "trains pgd, 1000 iterations: about 4.1 min on this machine:   0%|"
+                                            "          | 0/1000 [00:00<?, ?it/s]"})]))
+    html = course.to_html(nb, "> banner")
+    assert "(progress bar) trains pgd, 1000 iterations: about 4.1 min on this machine</em>" in html
+    assert html.count("interactive widget stood here") == 1          # a progress bar is not called a widget
     nb.cells.append(nbformat.v4.new_code_cell("print(...)", outputs=[nbformat.v4.new_output(
         "stream", name="stdout", text="data: 600 images\nNOTE: this run uses a GENERATED STAND-IN\n")]))
     html = course.to_html(nb, "> banner")
-    assert html.index("GENERATED STAND-IN") < html.index("A title"), "a notebook's NOTE: lines are repeated on top"
+    body = html[html.index("<body"):]
+    assert body.index("GENERATED STAND-IN") < body.index("A title"), "a notebook's NOTE: lines are repeated on top"
 
 
 def _manifest():
@@ -123,3 +132,93 @@ def test_no_page_loads_anything_from_the_network():
     for page in COURSE.glob("*.html"):
         text = page.read_text()
         assert 'src="http' not in text and "href=\"http" not in text.split("<body")[0], page
+
+
+def _page(title="04 · The cure"):
+    return ('<html><head><meta charset="utf-8"><title>Notebook</title>\n'
+            '<style type="text/css">body { color: red; }</style>\n'
+            '<script src="https://cdn.example/mathjax.js"></script>\n'
+            '<script type="text/x-mathjax-config">init_mathjax = 1;</script>\n</head>\n'
+            f'<body><div class="jp-RenderedMarkdown"><h1 id="x">{title}<a class="anchor-link">¶</a></h1>'
+            '<p>$$L = \\frac{1}{m}$$</p></div></body></html>')
+
+
+def test_finish_page_gives_offline_maths_a_title_links_and_the_shared_stylesheet(tmp_path):
+    css = "<style type=\"text/css\">body { color: red; }</style>\n"
+    page = course.finish_page(_page(), css)
+    assert "cdn.example" not in page and "x-mathjax-config" not in page
+    assert page.count(f'<script src="{course.MATHJAX}"') == 1 and page.count('src="plotly.min.js"') == 1
+    assert '<link rel="stylesheet" href="course.css">' in page and "color: red" not in page.split("<body")[0]
+    assert "<title>04 · The cure</title>" in page
+    assert course.finish_page(page, css) == page                       # idempotent
+    other = course.finish_page(_page(), "<style>something else</style>")
+    assert "color: red" in other                                       # styles that differ stay inline
+    out = tmp_path / "course"
+    out.mkdir()
+    names = ["01_a.html", "02_b.html", "03_c.html"]
+    (out / "MANIFEST.json").write_text(json.dumps({n[:-5]: {"html": n} for n in names}))
+    for n in names:
+        (out / n).write_text(_page(n[3]))
+    assert course.refresh_pages(out) == names
+    middle = (out / "02_b.html").read_text()
+    assert '<a href="01_a.html">← 01_a</a><a href="index.html">index</a><a href="03_c.html">03_c →</a>' in middle
+    assert '<a href="01_a.html">' not in (out / "01_a.html").read_text().split("</nav>")[0]
+    assert "color: red" in (out / "course.css").read_text() and (out / course.MATHJAX).is_file()
+    again = {n: (out / n).read_text() for n in names}
+    course.refresh_pages(out)
+    assert again == {n: (out / n).read_text() for n in names}          # refreshing twice changes nothing
+
+
+TEX = re.compile(r"\$\$|\\[A-Za-z]{2,}")
+OFFLINE_CHECK = """() => {
+  const md = Array.from(document.querySelectorAll('.jp-RenderedMarkdown')).map(e => {
+    const c = e.cloneNode(true);
+    c.querySelectorAll('code, pre, mjx-container, mjx-assistive-mml').forEach(x => x.remove());
+    return c.textContent; });
+  return {text: md.join('\\n'), maths: document.querySelectorAll('mjx-container').length, title: document.title};
+}"""
+
+
+@pytest.mark.browser
+def test_every_page_typesets_its_maths_offline_in_a_real_browser():
+    """Each committed page opened from file:// in headless chromium with every non-file request blocked: no request
+    tries to leave the machine, MathJax (vendored) typesets every formula, no TeX source is left in the text."""
+    import os
+
+    if not os.path.exists("/usr/bin/chromium"):
+        pytest.skip("/usr/bin/chromium not installed (apt-get install chromium)")
+    sync_api = pytest.importorskip("playwright.sync_api")
+    pages = sorted(COURSE.glob("[0-9][0-9]_*.html"))
+    if not pages:
+        pytest.skip("no executed course committed")
+    results = {}
+    with sync_api.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path="/usr/bin/chromium", headless=True,
+                                    args=["--headless", "--no-sandbox", "--disable-gpu",
+                                          "--disable-background-networking", "--disable-component-update"])
+        try:
+            for path in pages:
+                page, outside, errors = browser.new_page(), [], []
+
+                def gate(route, outside=outside):     # file: and data: only; anything else is recorded and refused
+                    if route.request.url.startswith(("file:", "data:")):
+                        return route.continue_()
+                    outside.append(route.request.url)
+                    return route.abort()
+
+                page.route("**/*", gate)
+                page.on("pageerror", lambda e, errors=errors: errors.append(str(e)))
+                page.goto(path.as_uri())
+                page.wait_for_function("() => window.MathJax && MathJax.startup && MathJax.startup.promise",
+                                       timeout=60_000)
+                page.evaluate("() => MathJax.startup.promise")
+                results[path.name] = {**page.evaluate(OFFLINE_CHECK), "outside": outside, "errors": errors}
+                page.close()
+        finally:
+            browser.close()
+    for name, r in results.items():
+        assert not r["outside"], f"{name} tried the network: {r['outside'][:3]}"
+        assert not TEX.search(r["text"]), f"{name} shows TeX source: {TEX.findall(r['text'])[:5]}"
+        assert r["title"] != "Notebook" and r["title"][:2] == name[:2], (name, r["title"])
+        assert not r["errors"], (name, r["errors"][:3])
+    assert sum(r["maths"] for r in results.values()) > 20, "the pages' formulas were typeset"

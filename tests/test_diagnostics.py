@@ -266,3 +266,29 @@ def test_every_check_has_a_kind_and_both_verdicts_are_covered(case):
     assert all(c.kind in KINDS for c in honest(case).values())
     assert diagnostics.kind_of({"name": "no_label_leaking"}) == "leaking"     # reports saved without kinds
     assert diagnostics.kind_of({"name": "more_steps_and_restarts_dont_help"}) == "convergence"
+
+
+# --- the live panel's verdict, both ways ------------------------------------------------------------------------------
+def _rows(*pairs):
+    return [{"event": "log", "iteration": 25 * (i + 1), "acc_pgd": p, "acc_fgsm": f, "logit_dist": 0.1}
+            for i, (p, f) in enumerate(pairs)]
+
+
+def test_live_verdict_flags_the_masking_signature_and_only_it():
+    from gmreg_lab.diagnostics import live_verdict
+
+    fresh = _rows((3, 13), (8, 20))                              # weak against both attacks: not masking
+    assert live_verdict(fresh)["verdict"] == "undecided"
+    assert live_verdict(fresh, finished=True)["verdict"] == "not robust yet"
+    masks = _rows((3, 13), (20, 40), (1, 69), (0, 69), (25, 60))  # PGD collapses under FGSM, then recovers
+    v = live_verdict(masks)
+    assert v["verdict"] == "masking" and v["iteration"] == 100 and v["pgd"] == 0
+    assert "masks at iteration 100" in v["text"]
+    assert live_verdict(masks[:3])["verdict"] == "undecided"      # one row is not a confirmed collapse
+    assert live_verdict(masks[:3], confirm=1)["verdict"] == "masking"
+    robust = _rows((3, 13), (20, 30), (35, 52), (39, 65))         # lambda = 5: the gap stays under 40 points
+    assert live_verdict(robust)["verdict"] == "undecided"
+    assert live_verdict(robust, finished=True)["verdict"] == "no masking"
+    dead = _rows((9, 9), (9, 9), (9, 9))                          # a constant predictor: no gap, never "robust"
+    assert live_verdict(dead, finished=True)["verdict"] == "not robust yet"
+    assert live_verdict([{"event": "epoch", "iteration": 5}])["verdict"] == "undecided"

@@ -110,3 +110,33 @@ def test_lab_and_fixtures_are_lazy_package_attributes():
     assert {"lab", "fixtures"} <= set(gl.__all__)
     for gone in ("sweep", "train_until", "masking_checklist"):   # one implementation each: the core's
         assert not hasattr(lab, gone)
+
+
+def test_estimate_is_measured_here_and_scales_with_the_run(monkeypatch):
+    monkeypatch.setattr(lab, "_SPEED", {})
+    cfg = lab.recipe("proposed", smoke=True, limit=320)            # 10 iterations, a probe row after each
+    one = lab.estimate_seconds(cfg)
+    per_step, per_probe = next(iter(lab._SPEED.values()))
+    assert per_step > 0 and per_probe > 0 and len(lab._SPEED) == 1
+    assert one == pytest.approx(cfg.iterations * per_step + (cfg.iterations / cfg.log_every + 1) * per_probe
+                                + per_probe * cfg.select_size / cfg.probe_size * 0.3)
+    longer = cfg.replace(limit=640, log_every=2)                   # twice the steps, the same number of rows
+    two = lab.estimate_seconds(longer)
+    assert len(lab._SPEED) == 1, "the same step and probe: measured once"
+    assert two - one == pytest.approx(10 * per_step)
+    assert lab.estimate_seconds(lab.recipe("pgd", smoke=True)) > 0 and len(lab._SPEED) == 2
+
+
+def test_a_run_to_train_is_labelled_with_its_estimate_and_a_cached_one_is_not(monkeypatch, tmp_path):
+    monkeypatch.setattr(lab, "estimate_seconds", lambda cfg, device="auto": 95.0)
+    monkeypatch.setattr(lab, "ESTIMATE_FROM", 2)                  # (100 iterations in real use)
+    seen = []
+    real = lab.train
+    monkeypatch.setattr(lab, "train", lambda *a, **kw: (seen.append(kw["progress"]), real(*a, **kw))[1])
+    cfg = lab.recipe("normal", smoke=True)                      # 2 iterations
+    lab.cached_train(cfg, root=tmp_path)
+    lab.cached_train(cfg, root=tmp_path)                           # cached: nothing to estimate
+    lab.cached_train(cfg.replace(seed=1), root=tmp_path, progress=False)
+    lab.cached_train(lab.recipe("normal", smoke=True, limit=32), root=tmp_path)   # 1 iteration: too short
+    assert seen == [f"trains normal, {cfg.iterations} iterations: about 1.6 min on this machine", True, False, True]
+    assert lab.format_seconds(42) == "42 s" and lab.format_seconds(600) == "10.0 min"

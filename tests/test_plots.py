@@ -114,3 +114,38 @@ def test_checklist_figure_shows_masking_reports():
         plots.checklist_figure({})
     with pytest.raises(ValueError, match="masking report"):
         plots.checklist_figure({"m": [{"check": "c1", "ok": True, "detail": "d1"}]})
+
+
+def test_checklist_figure_colours_only_masking_failures_red():
+    """A failed convergence or label-leaking check is not a sign of masking: amber and labelled, never red; the
+    kit's table matches the kinds in gl.diagnostics (reports saved without kinds are read by the check's name)."""
+    from gmreg_lab import diagnostics
+    from gmreg_lab.diagnostics import Check, MaskingReport
+
+    assert plots.CHECK_KIND_OF == diagnostics.KIND_OF
+    r = MaskingReport([Check("fgsm_below_pgd_gap", False, "gap", {}),
+                       Check("no_label_leaking", False, "leak", {}, kind="leaking"),
+                       Check("more_steps_and_restarts_dont_help", False, "drop", {}, kind="convergence")])
+    old = r.to_dict()
+    for c in old["checks"]:
+        del c["kind"]
+    for report in (r, old):
+        t = plots.checklist_figure({"m": report})
+        fills = list(t.data[0].cells.fill.color[1])
+        assert fills == ["#ffe3e3", "#fff3bf", "#fff3bf"], fills
+        cells = list(t.data[0].cells.values[1])
+        assert "label leaking, not masking" in cells[1] and "not converged, not masking" in cells[2]
+        assert "not masking" not in cells[0]
+        assert list(t.data[0].cells.values[0])[1:] == ["no label leaking (leaking)",
+                                                       "more steps and restarts dont help (convergence)"]
+
+
+def test_checklist_table_is_tall_enough_for_every_wrapped_row():
+    """plotly scrolls a go.Table inside its height and hides the rows below: the figure must be tall enough."""
+    from gmreg_lab.diagnostics import Check, MaskingReport
+
+    short = MaskingReport([Check(f"c{i}", True, "ok", {}) for i in range(8)])
+    long = MaskingReport([Check(f"c{i}", True, "a long detail " * 12, {}) for i in range(8)])
+    h_short = plots.checklist_figure({"m": short}).layout.height
+    h_long = plots.checklist_figure({"m": long, "n": long}).layout.height
+    assert h_short >= 130 + 8 * 28 and h_long >= 130 + 8 * 3 * 18, (h_short, h_long)

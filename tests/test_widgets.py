@@ -94,10 +94,14 @@ def test_one_run_at_a_time_across_panels_and_the_figure_shows_the_current_run():
     res = b.train_blocking(timeout=60, method="normal")          # the lock was released
     assert not res.stopped and b.jobs_started == 1
     assert b.last_config.method == "normal"
-    res2 = a.train_blocking(timeout=120, method="normal", eps=0.1)  # a new run replaces the old curves
+    res2 = a.train_blocking(timeout=120, method="normal", eps=0.1)  # a new run joins the old one's curves
     assert a.jobs_started == 2 and a.last_config.eps == 0.1 and not res2.stopped
-    assert list(a.fig.data[0].x) == [r["iteration"] for r in lab.log_rows(res2.history)]
-    assert len(a.fig.data[0].x) != len(lab.log_rows(first.history)) or res2.history != first.history
+    assert [t.name for t in a.fig.data][::3] == ["fgsm, ε = 0.3", "normal, ε = 0.1"]   # 3 traces per run
+    assert list(a.fig.data[0].x) == [r["iteration"] for r in lab.log_rows(first.history)]
+    assert list(a.fig.data[3].x) == [r["iteration"] for r in lab.log_rows(res2.history)]
+    assert list(a.dashboard.data[-1].x) == list(a.fig.data[3].x)  # the detail dashboard shows the current run
+    assert [r["run"] for r in a.summary()] == ["fgsm, ε = 0.3", "normal, ε = 0.1"]
+    assert a.summary()[0]["stopped"] == "by you" and a.summary()[1]["stopped"] is False
 
 
 def test_panel_settings_and_errors(tmp_path):
@@ -122,7 +126,43 @@ def test_panel_caches_runs_in_out_dir(tmp_path):
     panel = widgets.training_panel(lab.recipe("normal", smoke=True), out_dir=tmp_path)
     first = panel.train_blocking(timeout=60)
     assert (tmp_path / lab.run_name(panel.last_config)).is_dir()
-    t = time.perf_counter()
-    again = panel.train_blocking(timeout=60)
-    assert time.perf_counter() - t < 5 and again.history == first.history
-    assert len(panel.fig.data[0].x) == len(lab.log_rows(first.history))
+    again = panel.train_blocking(timeout=60)                      # from the panel's memory: nothing trains
+    assert again is first and panel.jobs_started == 2 and "from memory" in panel.status.value
+    assert len(panel.fig.data) == 3 and len(panel.fig.data[0].x) == len(lab.log_rows(first.history))
+    fresh = widgets.training_panel(lab.recipe("normal", smoke=True), out_dir=tmp_path)   # a later session
+    cached = fresh.train_blocking(timeout=60)                     # from the disk cache: the same run, not retrained
+    assert cached.history == first.history and cached.metrics["iterations"] == first.metrics["iterations"]
+
+
+def test_panel_remembers_every_run_and_builds_the_lambda_curve():
+    panel = widgets.training_panel(lab.recipe("proposed", smoke=True), min_interval=0.0)
+    for lam, eps in ((0.0, 0.3), (5.0, 0.3), (5.0, 0.1)):
+        panel.train_blocking(timeout=120, lam=lam, eps=eps)
+    labels = ["λ = 0, ε = 0.3", "λ = 5, ε = 0.3", "λ = 5, ε = 0.1"]
+    assert [t.name for t in panel.fig.data][::3] == labels and len(panel.fig.data) == 9
+    rows = panel.summary()
+    assert [(r["lam"], r["eps"]) for r in rows] == [(0.0, 0.3), (5.0, 0.3), (5.0, 0.1)]
+    assert all(r["verdict"] in ("no masking", "not robust yet", "masking") and r["iterations"] >= 1 for r in rows)
+    by_name = {(t.xaxis, t.name): t for t in panel.summary_fig.data}
+    assert list(by_name[("x", "ε = 0.3")].x) == [0.0, 5.0]         # final PGD probe vs lambda, per eps
+    assert list(by_name[("x", "ε = 0.3")].y) == [rows[0]["pgd"], rows[1]["pgd"]]
+    assert list(by_name[("x2", "λ = 5")].x) == [0.1, 0.3]          # ... and vs eps, per lambda
+    panel.train_blocking(timeout=60, lam=0.0, eps=0.3)             # back to a setting it ran: from memory
+    assert len(panel.fig.data) == 9 and "from memory" in panel.status.value and panel.jobs_started == 4
+
+
+def test_panel_stops_a_run_once_the_verdict_says_it_masks(monkeypatch):
+    def fake_verdict(rows, finished=False):     # "masks" from the second probe row on: the panel must stop there
+        n = len([r for r in rows if r.get("event") == "log"])
+        kind = "masking" if n >= 2 else "undecided"
+        return {"verdict": kind, "iteration": n, "text": kind, "pgd": 0.0, "fgsm": 0.0, "logit_dist": 0.0}
+
+    monkeypatch.setattr(widgets, "live_verdict", fake_verdict)
+    panel = widgets.training_panel(lab.recipe("fgsm", smoke=True, limit=320, probe_size=8, probe_pgd_steps=1),
+                                   min_interval=0.0)             # 10 iterations, a probe row after each
+    res = panel.train_blocking(timeout=60)
+    assert res.stopped and len(lab.log_rows(res.history)) == 2 and "it masks" in panel.status.value
+    assert panel.summary()[0]["stopped"] == "at the verdict" and panel.summary()[0]["verdict"] == "masking"
+    panel.stop_at_verdict.value = False                            # unticked: the run goes to its end
+    res = panel.train_blocking(timeout=120, eps=0.2)
+    assert not res.stopped and res.metrics["iterations"] == panel.last_config.iterations
