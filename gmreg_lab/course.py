@@ -192,6 +192,9 @@ def refresh_pages(out: Path) -> list:
     for name in order:
         page = out / name
         page.write_text(add_nav(finish_page(page.read_text(), css), order, name))
+    for e in manifest.values():          # the index lists pages by their notebooks' headings
+        e["title"] = page_title((out / e["html"]).read_text())
+    _record(out, manifest, replace=True)
     return order
 
 
@@ -206,7 +209,10 @@ def run_one(path: Path, out: Path, timeout: int) -> dict:
     import nbformat
     import papermill as pm
 
+    from .lab import runs_dir
+
     digest, started, t0 = sha256(path), dt.datetime.now().astimezone(), time.time()
+    cache_before = run_stamps(runs_dir())
     executed = out / ".executed" / str(os.getpid()) / path.name   # per process: two --only runs may share out/
     executed.parent.mkdir(parents=True, exist_ok=True)
     env_smoke = os.environ.pop("GMREG_SMOKE", None)
@@ -221,10 +227,12 @@ def run_one(path: Path, out: Path, timeout: int) -> dict:
         if env_smoke is not None:
             os.environ["GMREG_SMOKE"] = env_smoke
     seconds = time.time() - t0
+    trained = trained_since(runs_dir(), cache_before, t0)
     entry = {"notebook": f"notebooks/{path.name}", "sha256": digest, "html": f"{path.stem}.html",
              "command": COMMAND, "machine": machine(), "started": started.isoformat(timespec="seconds"),
              "seconds": round(seconds, 1), "passed": error is None, "error": error,
-             "environment": environment_info()}
+             "trained_runs": len(trained), "training_seconds": round(sum(trained.values()), 1),
+             "exercises": exercises(path), "title": notebook_title(path), "environment": environment_info()}
     status = ("every assertion of its final cell held" if error is None
               else f"**it FAILED**: {error.splitlines()[0] if error else ''}")
     banner = (f"> **Executed course copy.** Made by `{COMMAND}` on {entry['machine']}, started "
@@ -275,14 +283,82 @@ def mark_stale(out: Path, root: Path = ROOT) -> list:
     return stale
 
 
+def run_stamps(root: Path) -> dict:
+    """``{run folder: mtime of its metrics.json}`` for every run cached under ``root``."""
+    root = Path(root)
+    if not root.is_dir():
+        return {}
+    return {d.name: (d / "metrics.json").stat().st_mtime for d in root.iterdir() if (d / "metrics.json").is_file()}
+
+
+def trained_since(root: Path, before: dict, t0: float) -> dict:
+    """Runs under ``root`` that trained after ``t0`` (new or updated metrics.json) and the wall seconds each took:
+    from its start (config.json written, or ``t0`` if earlier) to its last metrics.json."""
+    out = {}
+    for name, stamp in run_stamps(root).items():
+        if stamp > t0 and stamp != before.get(name):
+            cfg = Path(root) / name / "config.json"
+            start = max(t0, cfg.stat().st_mtime) if cfg.is_file() else t0
+            out[name] = max(0.0, stamp - start)
+    return out
+
+
+def notebook_title(path: Path) -> str:
+    """The notebook's own heading: the first markdown line that starts with "# "."""
+    import nbformat
+
+    for c in nbformat.read(path, as_version=4).cells:
+        if c.cell_type == "markdown":
+            m = re.search(r"^#\s+(.+)$", c.source, re.M)
+            if m:
+                return m.group(1).strip()
+    return Path(path).stem
+
+
+def exercises(path: Path) -> dict:
+    """How many exercises the notebook has, and how many of their solutions train a model (the cost a learner
+    adds by doing them: a trained run is minutes, the rest seconds)."""
+    import nbformat
+
+    nb = nbformat.read(path, as_version=4)
+    count = sum(1 for c in nb.cells if c.cell_type == "markdown" and re.search(r"^#+\s*Exercise", c.source, re.M))
+    solutions = [c.source for c in nb.cells if c.cell_type == "markdown" and "<details>" in c.source]
+    training = sum(1 for src in solutions if re.search(r"cached_train\(|gl\.train\(|\.train_blocking\(", src))
+    return {"count": count, "train": training}
+
+
+def _times(e: dict) -> str:
+    if e.get("seconds") is None:
+        return "not timed"
+    first = f"{e['seconds'] / 60:.1f} min"
+    if "trained_runs" not in e:
+        return first
+    if e["trained_runs"] == 0:
+        return f"{first} (its runs were cached already)"
+    cached = max(0.0, e["seconds"] - e["training_seconds"]) / 60
+    return (f"first run {first}, {e['training_seconds'] / 60:.1f} min of it training {e['trained_runs']} run(s); "
+            f"with the runs cached about {cached:.1f} min (first run less its training)")
+
+
+def _exercise_cost(e: dict) -> str:
+    x = e.get("exercises")
+    if not x:
+        return ""
+    trains = f", {x['train']} of them train models (minutes each)" if x["train"] else ", none trains a model"
+    return f"; {x['count']} exercise(s){trains}"
+
+
 def index_html(manifest: dict) -> str:
-    rows = "\n".join(f'<li><a href="{e["html"]}">{name}</a> — {e["seconds"] / 60:.1f} min, '
-                     f'{"passed" if e["passed"] else "FAILED"}, {e["started"]}'
+    rows = "\n".join(f'<li><a href="{e["html"]}">{html.escape(e.get("title", name))}</a> — {_times(e)}'
+                     f'{_exercise_cost(e)}; {"passed" if e.get("passed") else "FAILED"}, {e.get("started", "?")}'
                      f'{" — <b>out of date</b>: the notebook changed since" if e.get("stale") else ""}</li>'
                      for name, e in manifest.items())
+    machines = html.escape("; ".join(sorted({e.get("machine", "") for e in manifest.values()} - {""})))
     return (f"<!doctype html><html><head><meta charset='utf-8'><title>gmreg-lab: the executed course</title>"
-            f"</head><body><h1>gmreg-lab: the executed course</h1><p>Every notebook run top to bottom in full mode "
-            f"by <code>{COMMAND}</code>: what you should see when you run them yourself.</p><ol>{rows}</ol>"
+            f"<link rel='stylesheet' href='{STYLESHEET}'></head><body><h1>gmreg-lab: the executed course</h1>"
+            f"<p>Every notebook run top to bottom in full mode by <code>{COMMAND}</code>: what you should see when "
+            f"you run them yourself. Times are wall-clock on {machines or 'the machine named on each page'} (a "
+            f"training cell says before it starts how long it will take on yours).</p><ol>{rows}</ol>"
             f"</body></html>")
 
 

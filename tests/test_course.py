@@ -222,3 +222,33 @@ def test_every_page_typesets_its_maths_offline_in_a_real_browser():
         assert r["title"] != "Notebook" and r["title"][:2] == name[:2], (name, r["title"])
         assert not r["errors"], (name, r["errors"][:3])
     assert sum(r["maths"] for r in results.values()) > 20, "the pages' formulas were typeset"
+
+
+def test_index_says_first_run_training_cached_and_exercise_costs(tmp_path):
+    """run_one's accounting: which runs a notebook trained (metrics.json written during it) and for how long, so the
+    index can give the first-run time, the training in it, and the time with runs cached; and the exercises' cost."""
+    import os
+    import time
+
+    runs = tmp_path / "runs"
+    for name in ("old", "new"):
+        (runs / name).mkdir(parents=True)
+        (runs / name / "config.json").write_text("{}")
+        (runs / name / "metrics.json").write_text("{}")
+    before = course.run_stamps(runs)
+    t0 = time.time()
+    os.utime(runs / "new" / "config.json", (t0 + 5, t0 + 5))       # started 5 s in, finished 65 s in
+    os.utime(runs / "new" / "metrics.json", (t0 + 65, t0 + 65))
+    trained = course.trained_since(runs, before, t0)
+    assert trained == {"new": pytest.approx(60.0)}                  # the cached "old" run did not train
+    x = course.exercises(ROOT / "notebooks" / "04_regularized_training.ipynb")
+    assert x == {"count": 2, "train": 1}                              # exercise 2's lambda sweep trains runs
+    assert course.notebook_title(ROOT / "notebooks" / "04_regularized_training.ipynb").startswith("04 · The cure")
+    e = {"html": "04_x.html", "title": "04 · The cure", "seconds": 600.0, "passed": True, "started": "today",
+         "trained_runs": 3, "training_seconds": 420.0, "exercises": x, "machine": "a 2-core CPU"}
+    page = course.index_html({"04_x": e})
+    assert "04 · The cure" in page and "first run 10.0 min, 7.0 min of it training 3 run(s)" in page
+    assert "with the runs cached about 3.0 min" in page and "2 exercise(s), 1 of them train models" in page
+    assert "a 2-core CPU" in page
+    cached = course.index_html({"04_x": {**e, "trained_runs": 0, "training_seconds": 0.0}})
+    assert "its runs were cached already" in cached
