@@ -48,6 +48,7 @@ def main():
                                              grid=a.grid)
     redraw = median_seconds(lambda: setattr(explorer.model, "value", "last" if explorer.model.value == "best" else
                                             "best"))
+    print(gl.lab.machine())
     print(f"{a.grid} x {a.grid} grid, {torch.get_num_threads()} threads")
     print(f"grid forward, one batch of {a.grid ** 2}:   {one:.3f} s")
     print(f"grid forward, chunks of {landscape.GRID_CHUNK}:       {chunked:.3f} s  ({one / chunked:.2f}x faster)")
