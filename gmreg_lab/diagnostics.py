@@ -329,7 +329,7 @@ def live_verdict(rows, *, confirm: int = VERDICT_CONFIRM, low: float = VERDICT_P
     """Does this run mask its gradients? Read from its probe rows (``event == "log"``) as they arrive.
 
     ``"masking"``: on ``confirm`` consecutive rows the PGD probe is under ``low`` % while the FGSM probe is at least
-    ``gap`` points above it (FGSM "works" on a model that PGD breaks: the signature of Sec. 4.1). Once seen it stays
+    ``gap`` points above it (FGSM "works" on a model that PGD breaks: the signature of Sec. 4.2). Once seen it stays
     the verdict, even if the probe recovers later (the row where it was seen is kept). Otherwise, for a run that
     ``finished`` its budget: ``"no masking"`` if its last PGD probe is at least ``learned`` % (and the masking
     signature never showed), else ``"not robust yet"`` (too short or too weak to tell). Unfinished and not masking:

@@ -120,9 +120,10 @@ def panel_runs(runs: Mapping[str, Iterable[Mapping]], *, title: str = "") -> go.
 
 
 def panel_summary(summary: Sequence[Mapping], *, title: str = "") -> go.Figure:
-    """Final PGD probe accuracy of each panel run: left against λ (the proposed method's runs, one line per ε: the
-    paper's λ-curve, built one slider move at a time), right against ε (one line per method / λ). ``summary``: dicts
-    with ``method``, ``lam``, ``eps``, ``pgd`` (final PGD probe, %), and optionally ``verdict``."""
+    """Final PGD probe accuracy of each panel run: left against λ (the proposed method's runs, one line per ε: a
+    λ-curve built one slider move at a time; the paper reports only λ = 0 and 5), right against ε (one line per
+    method / λ). ``summary``: dicts with ``method``, ``lam``, ``eps``, ``pgd`` (final PGD probe, %), and optionally
+    ``verdict``."""
     fig = make_subplots(rows=1, cols=2, horizontal_spacing=0.12,
                         subplot_titles=("final PGD probe vs λ (proposed)", "final PGD probe vs ε"))
     symbols = {"masking": "x", "no masking": "circle", "not robust yet": "circle-open"}
