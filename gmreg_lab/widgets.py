@@ -39,12 +39,15 @@ ATTACK_NAMES = {"fgsm": "FGSM", "rfgsm": "R-FGSM", "ifgsm": "I-FGSM-10", "pgd": 
 
 
 def _copy_traces(fig: go.FigureWidget, new: go.Figure, layout_title: Optional[str] = None) -> None:
-    """Copy the data of ``new``'s traces into ``fig``'s (same structure), in one batched update."""
+    """Copy the data of ``new``'s traces into ``fig``'s (same structure), in one batched update: x, y, z, hover text
+    and marker symbols."""
     with fig.batch_update():
         for t, nt in zip(fig.data, new.data):
-            for attr in ("x", "y", "z"):
+            for attr in ("x", "y", "z", "text"):
                 if attr in nt and nt[attr] is not None:
                     t[attr] = nt[attr]
+            if "marker" in nt and getattr(nt.marker, "symbol", None) is not None:
+                t.marker.symbol = nt.marker.symbol
         if layout_title is not None:
             fig.layout.title.text = layout_title
 
@@ -163,17 +166,11 @@ def run_label(cfg: TrainConfig) -> str:
 
 def _sync_figure(fig: go.FigureWidget, new: go.Figure, title: Optional[str] = None) -> None:
     """Make ``fig`` show ``new``'s traces: copied in place when the structure is the same, else replaced."""
+    if len(fig.data) == len(new.data) and all(a.name == b.name for a, b in zip(fig.data, new.data)):
+        return _copy_traces(fig, new, title)
     with fig.batch_update():
-        if len(fig.data) == len(new.data) and all(a.name == b.name for a, b in zip(fig.data, new.data)):
-            for t, nt in zip(fig.data, new.data):
-                for attr in ("x", "y", "text"):
-                    if attr in nt and nt[attr] is not None:
-                        t[attr] = nt[attr]
-                if "marker" in nt and nt.marker.symbol is not None:
-                    t.marker.symbol = nt.marker.symbol
-        else:
-            fig.data = []
-            fig.add_traces(list(new.data))
+        fig.data = []
+        fig.add_traces(list(new.data))
         if title is not None:
             fig.layout.title.text = title
 
