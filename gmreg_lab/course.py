@@ -209,13 +209,14 @@ def run_one(path: Path, out: Path, timeout: int) -> dict:
     import nbformat
     import papermill as pm
 
-    from .lab import runs_dir
+    from .lab import ENV_COURSE_BUILD, runs_dir
 
     digest, started, t0 = sha256(path), dt.datetime.now().astimezone(), time.time()
     cache_before = run_stamps(runs_dir())
     executed = out / ".executed" / str(os.getpid()) / path.name   # per process: two --only runs may share out/
     executed.parent.mkdir(parents=True, exist_ok=True)
     env_smoke = os.environ.pop("GMREG_SMOKE", None)
+    os.environ[ENV_COURSE_BUILD] = "1"      # the notebook's set-up cell: "this is the course build itself"
     error = None
     try:
         pm.execute_notebook(str(path), str(executed), parameters={"SMOKE": False}, kernel_name="python3",
@@ -224,6 +225,7 @@ def run_one(path: Path, out: Path, timeout: int) -> dict:
     except Exception as e:  # papermill's execution error: the notebook's own assertion failed, or a cell broke
         error = f"{type(e).__name__}: {str(e)[-2000:]}"
     finally:
+        os.environ.pop(ENV_COURSE_BUILD, None)
         if env_smoke is not None:
             os.environ["GMREG_SMOKE"] = env_smoke
     seconds = time.time() - t0
@@ -328,16 +330,9 @@ def exercises(path: Path) -> dict:
 
 
 def _times(e: dict) -> str:
-    if e.get("seconds") is None:
-        return "not timed"
-    first = f"{e['seconds'] / 60:.1f} min"
-    if "trained_runs" not in e:
-        return first
-    if e["trained_runs"] == 0:
-        return f"{first} (its runs were cached already)"
-    cached = max(0.0, e["seconds"] - e["training_seconds"]) / 60
-    return (f"first run {first}, {e['training_seconds'] / 60:.1f} min of it training {e['trained_runs']} run(s); "
-            f"with the runs cached about {cached:.1f} min (first run less its training)")
+    from .lab import times_text
+
+    return times_text(e)
 
 
 def _exercise_cost(e: dict) -> str:

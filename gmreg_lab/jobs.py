@@ -54,29 +54,62 @@ def shard_of(names, shard: Optional[tuple[int, int]]) -> set:
     return set(names[i::n])
 
 
-def waves(runs: dict) -> list[dict]:
-    """The runs in waves: first those that need no other run, then those that train on others (EAT sources)."""
-    first = {k: v for k, v in runs.items() if not v.eat_sources}
-    rest = {k: v for k, v in runs.items() if v.eat_sources}
+def waves(runs: dict, ready=lambda source: False) -> list[dict]:
+    """The runs in waves: first those that need no other run (or whose sources are all ``ready``: trained), then
+    those that train on others still to train (EAT sources)."""
+    first = {k: v for k, v in runs.items() if all(ready(s) for s in v.eat_sources)}
+    rest = {k: v for k, v in runs.items() if k not in first}
     return [w for w in (first, rest) if w]
 
 
-def _worker(name, cfg_dict, out, device, data_dir, snapshot_at, threads):
+def _worker(name, cfg_dict, out, device, data_dir, snapshot_at, threads, queue=None):
     from .training import compile_pays, train   # imported in the worker (spawned: a fresh interpreter)
 
     torch.set_num_threads(threads)
     cfg = TrainConfig.from_dict(cfg_dict)
     cfg = cfg.replace(compile_model=compile_pays(cfg, resolve_device(device)))
-    res = train(cfg, out, device=device, data_dir=data_dir, resume=True, progress=False, snapshot_at=snapshot_at)
+    callback = None
+    if queue is not None:   # the parent's progress bar: (run, iterations done) at every history row
+        def callback(row):
+            queue.put((name, int(row.get("iteration", 0))))
+    res = train(cfg, out, device=device, data_dir=data_dir, resume=True, progress=False, snapshot_at=snapshot_at,
+                callback=callback)
     return name, res.metrics
 
 
-def train_runs(runs: dict, root: Path, *, jobs: int = 1, device="auto", data_dir=None, progress: bool = True,
+def _pool_with_progress(pool, args, todo: dict, label: str, manager) -> list:
+    """``pool.starmap(_worker, args)`` with one tqdm bar in this process over every run's iterations, fed by the
+    workers' history rows through a queue (a worker's own bar would print from another process)."""
+    import queue as queue_mod
+
+    from tqdm.auto import tqdm
+
+    q = manager.Queue()
+    pending = pool.starmap_async(_worker, [(*a, q) for a in args])
+    done = dict.fromkeys(todo, 0)
+    with tqdm(total=sum(cfg.iterations for cfg in todo.values()), desc=label, unit="it") as bar:
+        while True:
+            try:
+                name, it = q.get(timeout=0.5)
+                done[name] = max(done[name], it)
+                bar.n = sum(done.values())
+                bar.refresh()
+            except queue_mod.Empty:
+                if pending.ready():
+                    break
+        results = pending.get()
+        bar.n = sum(cfg.iterations for cfg in todo.values())
+        bar.refresh()
+    return results
+
+
+def train_runs(runs: dict, root: Path, *, jobs: int = 1, device="auto", data_dir=None, progress=True,
                snapshot_at: Optional[dict] = None, shard: Optional[tuple[int, int]] = None) -> dict:
     """Train (or resume, or reuse) ``runs`` (name -> TrainConfig) into ``root/<name>``; returns name -> metrics of
     the runs trained or found complete. ``jobs`` > 1: that many worker processes, the CPU threads split between
     them. ``shard``: only this shard's runs (:func:`shard_of`); a shard's EAT run whose sources are not trained yet
-    is left for a later call (logged)."""
+    is left for a later call (logged). ``progress``: a bar per run (``True``, one process), or with workers one bar
+    over all the runs' iterations (a string labels it); ``False``: none."""
     from .runs import CHECKPOINT, load_checkpoint
     from .training import compile_pays, train
 
@@ -84,7 +117,8 @@ def train_runs(runs: dict, root: Path, *, jobs: int = 1, device="auto", data_dir
     mine = shard_of(runs, shard)
     dev = resolve_device(device)
     out: dict = {}
-    for wave in waves({k: v for k, v in runs.items() if k in mine}):
+    ready = lambda s: _complete(Path(s), CHECKPOINT, load_checkpoint)   # noqa: E731
+    for wave in waves({k: v for k, v in runs.items() if k in mine}, ready):
         todo = {}
         for name, cfg in wave.items():
             missing = [s for s in cfg.eat_sources if not _complete(Path(s), CHECKPOINT, load_checkpoint)]
@@ -103,11 +137,17 @@ def train_runs(runs: dict, root: Path, *, jobs: int = 1, device="auto", data_dir
             continue
         threads = max(1, torch.get_num_threads() // n)
         ctx = multiprocessing.get_context("spawn")
-        with ctx.Pool(n) as pool:
-            args = [(name, cfg.to_dict(), root / name, str(dev), data_dir, snapshot_at.get(name, ()), threads)
-                    for name, cfg in todo.items()]
-            for name, metrics in pool.starmap(_worker, args):
-                out[name] = metrics
+        args = [(name, cfg.to_dict(), root / name, str(dev), data_dir, snapshot_at.get(name, ()), threads)
+                for name, cfg in todo.items()]
+        if progress:
+            label = progress if isinstance(progress, str) else f"trains {len(todo)} runs in {n} processes"
+            with ctx.Manager() as manager, ctx.Pool(n) as pool:
+                results = _pool_with_progress(pool, args, todo, label, manager)
+        else:
+            with ctx.Pool(n) as pool:
+                results = pool.starmap(_worker, args)
+        for name, metrics in results:
+            out[name] = metrics
     return out
 
 

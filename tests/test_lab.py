@@ -140,3 +140,48 @@ def test_a_run_to_train_is_labelled_with_its_estimate_and_a_cached_one_is_not(mo
     lab.cached_train(lab.recipe("normal", smoke=True, limit=32), root=tmp_path)   # 1 iteration: too short
     assert seen == [f"trains normal, {cfg.iterations} iterations: about 1.6 min on this machine", True, False, True]
     assert lab.format_seconds(42) == "42 s" and lab.format_seconds(600) == "10.0 min"
+
+
+def test_cached_train_many_trains_side_by_side_then_returns_the_cached_runs(tmp_path, caplog):
+    """Two uncached runs train in two worker processes under one labelled bar; the results are what cached_train
+    returns for each (same history, same weights); a second call trains nothing, and one process is used when only
+    one run is left to train."""
+    cfgs = {"fgsm": lab.recipe("fgsm", smoke=True, limit=128), "proposed": lab.recipe("proposed", smoke=True,
+                                                                                       limit=128)}
+    threads = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        with caplog.at_level("INFO", logger="gmreg_lab.lab"):
+            many = lab.cached_train_many(cfgs, root=tmp_path, jobs=2)
+    finally:
+        torch.set_num_threads(threads)
+    assert any("trains 2 runs in 2 processes" in r.getMessage() and "on this machine" in r.getMessage()
+               for r in caplog.records), [r.getMessage() for r in caplog.records]
+    assert set(many) == set(cfgs)
+    for name, cfg in cfgs.items():
+        assert (tmp_path / lab.run_name(cfg) / "metrics.json").is_file()
+        one = lab.cached_train(cfg, root=tmp_path)
+        assert one.history == many[name].history and many[name].metrics["iterations"] == cfg.iterations
+        for a, b in zip(one.last_model.parameters(), many[name].last_model.parameters()):
+            assert torch.equal(a, b)
+    caplog.clear()
+    with caplog.at_level("INFO", logger="gmreg_lab.lab"):
+        again = lab.cached_train_many(cfgs, root=tmp_path, jobs=2)
+    assert not any("processes" in r.getMessage() for r in caplog.records), "nothing left to train"
+    assert again["fgsm"].history == many["fgsm"].history
+
+
+def test_course_time_reads_the_manifest_and_says_when_it_cannot(tmp_path, monkeypatch):
+    import json
+
+    monkeypatch.delenv(lab.ENV_COURSE_BUILD, raising=False)
+    m = tmp_path / "MANIFEST.json"
+    m.write_text(json.dumps({"03_x": {"seconds": 600.0, "trained_runs": 2, "training_seconds": 480.0,
+                                      "started": "2026-12-02T08:00:00+00:00", "machine": "Some CPU"}}))
+    text = lab.course_time("03_x", manifest=m)
+    assert text.startswith("How long, in the course build of 2026-12-02T08:00:00+00:00 on Some CPU")
+    assert "first run 10.0 min, 8.0 min of it training 2 run(s)" in text and "about 2.0 min" in text
+    assert "no course build has timed 04_y" in lab.course_time("04_y", manifest=m)
+    assert "no course build" in lab.course_time("03_x", manifest=tmp_path / "missing.json")
+    monkeypatch.setenv(lab.ENV_COURSE_BUILD, "1")
+    assert "this is the course build itself" in lab.course_time("03_x", manifest=m)
