@@ -252,3 +252,21 @@ def test_index_says_first_run_training_cached_and_exercise_costs(tmp_path):
     assert "a 2-core CPU" in page
     cached = course.index_html({"04_x": {**e, "trained_runs": 0, "training_seconds": 0.0}})
     assert "its runs were cached already" in cached
+
+
+def test_a_cached_rebuild_keeps_the_last_measured_first_run(tmp_path):
+    """Re-making a page whose runs are cached measures only the cached time; the index keeps the first run measured
+    before (and keeps it through further cached rebuilds), and a build that trains again replaces it."""
+    first = {"html": "04_x.html", "seconds": 600.0, "passed": True, "started": "2026-12-02T08:00", "machine": "cpu",
+             "trained_runs": 3, "training_seconds": 420.0, "sha256": "a"}
+    course._record(tmp_path, {"04_x": first})
+    cached = {**first, "seconds": 120.0, "trained_runs": 0, "training_seconds": 0.0, "started": "2026-12-02T09:00"}
+    m = course._record(tmp_path, {"04_x": cached})
+    assert m["04_x"]["first_run"]["seconds"] == 600.0 and m["04_x"]["seconds"] == 120.0
+    m = course._record(tmp_path, {"04_x": {**cached, "seconds": 110.0}})
+    assert m["04_x"]["first_run"]["started"] == "2026-12-02T08:00", "kept through a second cached rebuild"
+    index = (tmp_path / "index.html").read_text()
+    assert "first run 10.0 min (build of 2026-12-02T08:00), 7.0 min of it training 3 run(s)" in index
+    assert "with the runs cached 1.8 min (this build)" in index
+    m = course._record(tmp_path, {"04_x": {**first, "seconds": 500.0}})
+    assert "first_run" not in m["04_x"] and m["04_x"]["seconds"] == 500.0

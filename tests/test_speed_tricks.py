@@ -54,16 +54,45 @@ def test_nan_keeps_the_last_good_checkpoint(tmp_path, monkeypatch):
     assert all(torch.isfinite(p).all() for p in model.parameters())
 
 
-def test_cuda_graphs_setting_is_inert_on_the_cpu():
-    """CUDA graphs are a GPU-only trick (checked against eager steps on a GPU by benchmarks/device_check.sh):
-    on the CPU the setting must change nothing at all."""
-    assert torch.equal(_losses(cuda_graphs=True), _losses(cuda_graphs=False))
+def test_cuda_graphs_are_chosen_only_where_a_graph_can_replay_the_step():
+    """CUDA graphs are a GPU-only trick (checked against eager steps on a GPU by benchmarks/device_check.sh). The
+    decision is checked here without a GPU (building a step for a "cuda" device touches no GPU): on for plain SGD
+    steps on CUDA, off on the CPU, when asked off, and where the step would change between replays (EAT picks its
+    source on the host; Adam and the cyclic schedule change the learning rate every step)."""
+    import dataclasses
+
+    from gmreg_lab.training import StepContext, make_model, make_step
+
+    cfg = tiny_cfg(method="fgsm", cuda_graphs=True)
+    model, opt = make_model(cfg, torch.device("cpu"))
+    ctx = StepContext(model, cfg, torch.Generator(), [])
+    cuda, cpu = torch.device("cuda"), torch.device("cpu")
+    assert make_step(ctx, opt, cuda).graphs and make_step(ctx, opt, cuda).mode == "graph"
+    assert not make_step(ctx, opt, cpu).graphs and make_step(ctx, opt, cpu).mode == "eager"
+    assert not make_step(ctx, opt, cuda, graphs=False).graphs
+    assert not make_step(dataclasses.replace(ctx, cfg=cfg.replace(cuda_graphs=False)), opt, cuda).graphs
+    for change in (dict(optimizer="adam"), dict(lr_schedule="cyclic"), dict(method="eat", eat_sources=("a",))):
+        assert not make_step(dataclasses.replace(ctx, cfg=cfg.replace(**change)), opt, cuda).graphs, change
 
 
-def test_cudnn_autotune_is_restored_after_training():
+def test_cudnn_autotune_is_on_while_training_on_cuda_and_restored_after():
+    from gmreg_lab.runtime import cudnn_autotune
+
     before = torch.backends.cudnn.benchmark
-    gl.train(tiny_cfg(), progress=False)
-    assert torch.backends.cudnn.benchmark == before
+    try:
+        torch.backends.cudnn.benchmark = False
+        with cudnn_autotune("cuda"):
+            assert torch.backends.cudnn.benchmark
+        assert torch.backends.cudnn.benchmark is False
+        with cudnn_autotune("cpu"):
+            assert not torch.backends.cudnn.benchmark
+        torch.backends.cudnn.benchmark = True          # a user's own setting is kept, also after an error
+        with pytest.raises(RuntimeError):
+            with cudnn_autotune("cuda"):
+                raise RuntimeError("boom")
+        assert torch.backends.cudnn.benchmark is True
+    finally:
+        torch.backends.cudnn.benchmark = before
 
 
 def test_bench_refuses_cuda_graphs_without_a_gpu():
