@@ -233,7 +233,8 @@ def run_one(path: Path, out: Path, timeout: int) -> dict:
     entry = {"notebook": f"notebooks/{path.name}", "sha256": digest, "html": f"{path.stem}.html",
              "command": COMMAND, "machine": machine(), "started": started.isoformat(timespec="seconds"),
              "seconds": round(seconds, 1), "passed": error is None, "error": error,
-             "trained_runs": len(trained), "training_seconds": round(sum(trained.values()), 1),
+             "trained_runs": len(trained), "training_seconds": round(training_wall_seconds(runs_dir(), cache_before,
+                                                                                          t0), 1),
              "exercises": exercises(path), "title": notebook_title(path), "environment": environment_info()}
     status = ("every assertion of its final cell held" if error is None
               else f"**it FAILED**: {error.splitlines()[0] if error else ''}")
@@ -303,6 +304,22 @@ def trained_since(root: Path, before: dict, t0: float) -> dict:
             start = max(t0, cfg.stat().st_mtime) if cfg.is_file() else t0
             out[name] = max(0.0, stamp - start)
     return out
+
+
+def training_wall_seconds(root: Path, before: dict, t0: float) -> float:
+    """Wall seconds during which at least one run under ``root`` was training since ``t0``: the union of the
+    intervals of :func:`trained_since` (runs trained side by side overlap, and their sum would exceed the time)."""
+    spans = []
+    for name, stamp in run_stamps(root).items():
+        if stamp > t0 and stamp != before.get(name):
+            cfg = Path(root) / name / "config.json"
+            spans.append((max(t0, cfg.stat().st_mtime) if cfg.is_file() else t0, stamp))
+    total, end = 0.0, float("-inf")
+    for a, b in sorted(spans):
+        if b > end:
+            total += b - max(a, end)
+            end = b
+    return total
 
 
 def notebook_title(path: Path) -> str:

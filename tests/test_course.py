@@ -241,6 +241,12 @@ def test_index_says_first_run_training_cached_and_exercise_costs(tmp_path):
     os.utime(runs / "new" / "metrics.json", (t0 + 65, t0 + 65))
     trained = course.trained_since(runs, before, t0)
     assert trained == {"new": pytest.approx(60.0)}                  # the cached "old" run did not train
+    (runs / "side").mkdir()                                          # a run side by side: 35 s to 95 s
+    (runs / "side" / "config.json").write_text("{}")
+    (runs / "side" / "metrics.json").write_text("{}")
+    os.utime(runs / "side" / "config.json", (t0 + 35, t0 + 35))
+    os.utime(runs / "side" / "metrics.json", (t0 + 95, t0 + 95))
+    assert course.training_wall_seconds(runs, before, t0) == pytest.approx(90.0), "5-95 s: the union, not 120 s"
     x = course.exercises(ROOT / "notebooks" / "04_regularized_training.ipynb")
     assert x == {"count": 2, "train": 1}                              # exercise 2's lambda sweep trains runs
     assert course.notebook_title(ROOT / "notebooks" / "04_regularized_training.ipynb").startswith("04 · The cure")
