@@ -356,13 +356,15 @@ def _exercise_cost(e: dict) -> str:
     x = e.get("exercises")
     if not x:
         return ""
-    trains = f", {x['train']} of them train models (minutes each)" if x["train"] else ", none trains a model"
+    trains = (f", {x['train']} of them {'trains a model' if x['train'] == 1 else 'train models'} (minutes each)"
+              if x["train"] else ", none trains a model")
     return f"; {x['count']} exercise(s){trains}"
 
 
 def index_html(manifest: dict) -> str:
     rows = "\n".join(f'<li><a href="{e["html"]}">{html.escape(e.get("title", name))}</a> — {_times(e)}'
-                     f'{_exercise_cost(e)}; {"passed" if e.get("passed") else "FAILED"}, {e.get("started", "?")}'
+                     f'{_exercise_cost(e)}; {"passed" if e.get("passed") else "FAILED"}, '
+                     f'started {e.get("started", "?")}'
                      f'{" — <b>out of date</b>: the notebook changed since" if e.get("stale") else ""}</li>'
                      for name, e in manifest.items())
     machines = html.escape("; ".join(sorted({e.get("machine", "") for e in manifest.values()} - {""})))
@@ -378,14 +380,17 @@ FIRST_RUN_KEYS = ("seconds", "training_seconds", "trained_runs", "started", "mac
 
 
 def keep_first_run(entry: dict, old: Optional[dict]) -> dict:
-    """A build that found all of a notebook's runs cached measures only the cached time: it keeps the last measured
-    first run (``old``'s, or the one ``old`` kept) under ``"first_run"``, so the index still says what a first run
-    costs. A build that trained is the new first run."""
-    if not old or entry.get("trained_runs") != 0:
+    """A build that found a notebook's runs cached (all, or all but a few: a panel run stopped at its verdict is
+    trained again) measures less than a first run: it keeps the last measured first run (``old``'s, or the one
+    ``old`` kept) under ``"first_run"``, so the index still says what a first run costs. A build that trained as
+    many runs as that first run did is the new first run."""
+    if not old:
         return entry
     first = old.get("first_run") or ({k: old[k] for k in FIRST_RUN_KEYS if k in old} if old.get("trained_runs")
                                      else None)
-    return {**entry, "first_run": first} if first else entry
+    if not first or entry.get("trained_runs", 0) >= first.get("trained_runs", 0):
+        return entry        # trained as much as the last first run did (or more): this build is the first run now
+    return {**entry, "first_run": first}
 
 
 def _record(out: Path, entries: dict, replace: bool = False) -> dict:

@@ -45,8 +45,8 @@ RECIPES: dict[str, dict] = {
     "proposed": dict(method="proposed", lam=5.0, epochs=1, log_every=25),
     "lambda0": dict(method="proposed", lam=0.0, epochs=1, log_every=50),
     # PGD-AT: 1000 iterations of PGD-10 with step 0.075 (= 2.5 eps / 10, the fewer, larger steps Madry et al. use
-    # for short budgets) instead of the paper's PGD-40 / 0.01, about 4x cheaper per step; measured on 500 test
-    # images after 1000 iterations (seed 0): PGD-40 accuracy 39.8 % against 30.6 % for the PGD-40 recipe
+    # for short budgets) instead of the paper's PGD-40 / 0.01, about 4x cheaper per step; benchmarks/pgd_at_recipe.py
+    # scores both after 1000 iterations (BENCHMARKS.md: the PGD-10 recipe ends the more robust of the two)
     "pgd": dict(method="pgd", epochs=1, limit=32_000, log_every=25, pgd_steps=10, pgd_step_size=0.075),
     # notebook 04's live panel: a short budget that still shows whether a setting masks (benchmarks/live_panel.py:
     # at lr 0.02 FGSM-AT and lambda = 0 mask within ~350-500 iterations, lambda = 5 keeps its PGD probe at 40-50 %)
@@ -81,16 +81,20 @@ def times_text(e: dict) -> str:
     first = f"{e['seconds'] / 60:.1f} min"
     if "trained_runs" not in e:
         return first
+    f = e.get("first_run")
+    if f and e["trained_runs"] < f.get("trained_runs", 0):
+        older = (" on an earlier version of the notebook" if e.get("sha256") and f.get("sha256")
+                 and f["sha256"] != e["sha256"] else "")
+        return (f"first run {f['seconds'] / 60:.1f} min (build of {f.get('started', '?')}{older}), "
+                f"{f['training_seconds'] / 60:.1f} min of it with runs training (wall clock, probes included: "
+                f"{f['trained_runs']} run(s)); with the runs cached {first} (this build"
+                + (f", which trained {e['trained_runs']} run(s) again)" if e["trained_runs"] else ")"))
     if e["trained_runs"] == 0:
-        f = e.get("first_run")
-        if f:
-            return (f"first run {f['seconds'] / 60:.1f} min (build of {f.get('started', '?')}), "
-                    f"{f['training_seconds'] / 60:.1f} min of it training {f['trained_runs']} run(s); with the runs "
-                    f"cached {first} (this build)")
         return f"{first} (its runs were cached already)"
     cached = max(0.0, e["seconds"] - e["training_seconds"]) / 60
-    return (f"first run {first}, {e['training_seconds'] / 60:.1f} min of it training {e['trained_runs']} run(s); "
-            f"with the runs cached about {cached:.1f} min (first run less its training)")
+    return (f"first run {first}, {e['training_seconds'] / 60:.1f} min of it with runs training (wall clock, probes "
+            f"included: {e['trained_runs']} run(s)); with the runs cached about {cached:.1f} min (first run less its "
+            f"training)")
 
 
 def course_time(notebook: str, manifest=None) -> str:
@@ -99,7 +103,8 @@ def course_time(notebook: str, manifest=None) -> str:
     import json
 
     if os.environ.get(ENV_COURSE_BUILD):
-        return "How long: this is the course build itself; the banner at the top of this page gives its time."
+        return ("How long: this is the course build itself; the banner at the top of this page gives this build's "
+                "time, and the course index (index.html) the first run's, with nothing cached.")
     default = Path(__file__).resolve().parent.parent / "course" / "MANIFEST.json"
     manifest = Path(manifest) if manifest is not None else default
     try:
@@ -319,7 +324,7 @@ def format_seconds(s: float) -> str:
     return f"{s:.0f} s" if s < 90 else f"{s / 60:.1f} min"
 
 
-def estimate_seconds(cfg: TrainConfig, *, device="auto", steps: int = 5) -> float:
+def estimate_seconds(cfg: TrainConfig, *, device="auto", steps: int = 5, cached: bool = True) -> float:
     """Seconds ``cfg`` will take to train on this machine, from a measurement made here and now: ``steps`` training
     steps of its method (after two warm-up steps) on random images of the right shape, and one probe row, scaled to
     the run's iterations and probe rows (model selection adds one I-FGSM-3 pass over ``select_size`` images per
@@ -337,7 +342,7 @@ def estimate_seconds(cfg: TrainConfig, *, device="auto", steps: int = 5) -> floa
     precision = resolve_precision(cfg.precision, dev.type)
     key = (cfg.dataset, cfg.model, cfg.method, cfg.batch_size, cfg.pgd_steps, cfg.probe_size, cfg.probe_pgd_steps,
            len(cfg.eat_sources), precision, str(dev), torch.get_num_threads())
-    if key not in _SPEED:
+    if key not in _SPEED or not cached:     # cached=False: measure again now (a side-by-side comparison)
         probe_cfg = cfg.replace(precision=precision, eat_sources=(), method="fgsm" if cfg.method == "eat"
                                 else cfg.method, eps_warmup_epochs=0.0)
         model, opt = make_model(probe_cfg, dev)

@@ -143,8 +143,9 @@ def panel_summary(summary: Sequence[Mapping], *, title: str = "") -> go.Figure:
                                                                  for p in pts]),
             text=[p[1].get("verdict", "") for p in pts], hovertemplate="%{x:g}: %{y:.0f} % (%{text})<extra></extra>"),
             row=1, col=1 if axis == "lam" else 2)
-    fig.update_xaxes(title_text="λ", row=1, col=1)
-    fig.update_xaxes(title_text="ε", row=1, col=2)
+    lams = [r.get("lam") or 0.0 for r in summary] or [0.0]
+    fig.update_xaxes(title_text="λ", range=[-0.5, max(5.5, max(lams) + 0.5)], row=1, col=1)
+    fig.update_xaxes(title_text="ε", range=[0, 0.55], row=1, col=2)     # the panel's ε slider: 0.01-0.5
     fig.update_yaxes(title_text="final PGD probe accuracy (%)", range=[0, 100], row=1, col=1)
     fig.update_yaxes(range=[0, 100], row=1, col=2)
     return _layout(fig, title or "what each run ended at (✕ masked, ● resisted PGD, ○ too short to tell)",
@@ -256,7 +257,7 @@ def sweep_models(sweeps: Mapping[str, Mapping], attack: str, metric: str = "acc"
 
 # --- tables as bars -------------------------------------------------------------------------------------------------
 def table_bars(tables: Mapping[str, Mapping[str, Mapping[str, float]]], metric: str = "acc", *,
-               title: str = "") -> go.Figure:
+               title: str = "", xaxis: str = "attack") -> go.Figure:
     """Grouped bars of ``{model: evaluate-output}`` (Table 3 as a picture): one group per attack, one bar per model."""
     fig = go.Figure()
     attacks: list = []
@@ -270,7 +271,7 @@ def table_bars(tables: Mapping[str, Mapping[str, Mapping[str, float]]], metric: 
     fig.update_layout(barmode="group")
     if metric == "acc":
         fig.update_yaxes(range=[0, 110])
-    return _layout(fig, title or "white-box accuracy", height=420, xaxis_title="attack",
+    return _layout(fig, title or "white-box accuracy", height=420, xaxis_title=xaxis,
                    yaxis_title="accuracy (%)" if metric == "acc" else "mean cross-entropy")
 
 
@@ -392,7 +393,7 @@ def checklist_figure(reports: Mapping[str, object], *, title: str = "") -> go.Fi
 
     def row_name(c: str) -> str:
         k = kind(next(by_model[m][c] for m in models if c in by_model[m]))
-        return c.replace("_", " ") + ("" if k == "masking" else f" ({k})")
+        return c.replace("_", " ").replace("dont", "don't") + ("" if k == "masking" else f" ({k})")
 
     cells, fills = [[row_name(c) for c in checks]], [["white"] * len(checks)]
     for m in models:

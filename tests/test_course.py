@@ -253,8 +253,9 @@ def test_index_says_first_run_training_cached_and_exercise_costs(tmp_path):
     e = {"html": "04_x.html", "title": "04 · The cure", "seconds": 600.0, "passed": True, "started": "today",
          "trained_runs": 3, "training_seconds": 420.0, "exercises": x, "machine": "a 2-core CPU"}
     page = course.index_html({"04_x": e})
-    assert "04 · The cure" in page and "first run 10.0 min, 7.0 min of it training 3 run(s)" in page
-    assert "with the runs cached about 3.0 min" in page and "2 exercise(s), 1 of them train models" in page
+    assert "04 · The cure" in page
+    assert "first run 10.0 min, 7.0 min of it with runs training (wall clock, probes included: 3 run(s))" in page
+    assert "with the runs cached about 3.0 min" in page and "2 exercise(s), 1 of them trains a model" in page
     assert "a 2-core CPU" in page
     cached = course.index_html({"04_x": {**e, "trained_runs": 0, "training_seconds": 0.0}})
     assert "its runs were cached already" in cached
@@ -272,7 +273,13 @@ def test_a_cached_rebuild_keeps_the_last_measured_first_run(tmp_path):
     m = course._record(tmp_path, {"04_x": {**cached, "seconds": 110.0}})
     assert m["04_x"]["first_run"]["started"] == "2026-12-02T08:00", "kept through a second cached rebuild"
     index = (tmp_path / "index.html").read_text()
-    assert "first run 10.0 min (build of 2026-12-02T08:00), 7.0 min of it training 3 run(s)" in index
+    assert "first run 10.0 min (build of 2026-12-02T08:00), 7.0 min of it with runs training" in index
+    assert "earlier version" not in index
+    m = course._record(tmp_path, {"04_x": {**cached, "sha256": "b"}})
+    assert "first run 10.0 min (build of 2026-12-02T08:00 on an earlier version of the notebook)" in \
+        (tmp_path / "index.html").read_text()
     assert "with the runs cached 1.8 min (this build)" in index
+    m = course._record(tmp_path, {"04_x": {**cached, "trained_runs": 1, "training_seconds": 30.0}})
+    assert m["04_x"]["first_run"]["seconds"] == 600.0, "one run trained again (a stopped panel run): not a first run"
     m = course._record(tmp_path, {"04_x": {**first, "seconds": 500.0}})
     assert "first_run" not in m["04_x"] and m["04_x"]["seconds"] == 500.0

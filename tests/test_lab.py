@@ -180,7 +180,8 @@ def test_course_time_reads_the_manifest_and_says_when_it_cannot(tmp_path, monkey
                                       "started": "2026-12-02T08:00:00+00:00", "machine": "Some CPU"}}))
     text = lab.course_time("03_x", manifest=m)
     assert text.startswith("How long, in the course build of 2026-12-02T08:00:00+00:00 on Some CPU")
-    assert "first run 10.0 min, 8.0 min of it training 2 run(s)" in text and "about 2.0 min" in text
+    assert "first run 10.0 min, 8.0 min of it with runs training (wall clock, probes included: 2 run(s))" in text
+    assert "about 2.0 min" in text
     assert "no course build has timed 04_y" in lab.course_time("04_y", manifest=m)
     assert "no course build" in lab.course_time("03_x", manifest=tmp_path / "missing.json")
     monkeypatch.setenv(lab.ENV_COURSE_BUILD, "1")

@@ -137,7 +137,7 @@ def test_checklist_figure_colours_only_masking_failures_red():
         assert "label leaking, not masking" in cells[1] and "not converged, not masking" in cells[2]
         assert "not masking" not in cells[0]
         assert list(t.data[0].cells.values[0])[1:] == ["no label leaking (leaking)",
-                                                       "more steps and restarts dont help (convergence)"]
+                                                       "more steps and restarts don't help (convergence)"]
 
 
 def test_checklist_table_is_tall_enough_for_every_wrapped_row():
