@@ -294,28 +294,27 @@ def run_stamps(root: Path) -> dict:
     return {d.name: (d / "metrics.json").stat().st_mtime for d in root.iterdir() if (d / "metrics.json").is_file()}
 
 
-def trained_since(root: Path, before: dict, t0: float) -> dict:
-    """Runs under ``root`` that trained after ``t0`` (new or updated metrics.json) and the wall seconds each took:
-    from its start (config.json written, or ``t0`` if earlier) to its last metrics.json."""
+def _training_spans(root: Path, before: dict, t0: float) -> dict:
+    """``{run: (start, end)}`` for the runs under ``root`` that trained after ``t0`` (new or updated metrics.json):
+    from config.json (or ``t0`` if earlier) to the last metrics.json."""
     out = {}
     for name, stamp in run_stamps(root).items():
         if stamp > t0 and stamp != before.get(name):
             cfg = Path(root) / name / "config.json"
-            start = max(t0, cfg.stat().st_mtime) if cfg.is_file() else t0
-            out[name] = max(0.0, stamp - start)
+            out[name] = (max(t0, cfg.stat().st_mtime) if cfg.is_file() else t0, stamp)
     return out
+
+
+def trained_since(root: Path, before: dict, t0: float) -> dict:
+    """Runs under ``root`` that trained after ``t0`` and the wall seconds each took."""
+    return {name: max(0.0, b - a) for name, (a, b) in _training_spans(root, before, t0).items()}
 
 
 def training_wall_seconds(root: Path, before: dict, t0: float) -> float:
     """Wall seconds during which at least one run under ``root`` was training since ``t0``: the union of the
-    intervals of :func:`trained_since` (runs trained side by side overlap, and their sum would exceed the time)."""
-    spans = []
-    for name, stamp in run_stamps(root).items():
-        if stamp > t0 and stamp != before.get(name):
-            cfg = Path(root) / name / "config.json"
-            spans.append((max(t0, cfg.stat().st_mtime) if cfg.is_file() else t0, stamp))
+    runs' intervals (runs trained side by side overlap, and their sum would exceed the time)."""
     total, end = 0.0, float("-inf")
-    for a, b in sorted(spans):
+    for a, b in sorted(_training_spans(root, before, t0).values()):
         if b > end:
             total += b - max(a, end)
             end = b
