@@ -121,7 +121,7 @@ def train_runs(runs: dict, root: Path, *, jobs: int = 1, device="auto", data_dir
     for wave in waves({k: v for k, v in runs.items() if k in mine}, ready):
         todo = {}
         for name, cfg in wave.items():
-            missing = [s for s in cfg.eat_sources if not _complete(Path(s), CHECKPOINT, load_checkpoint)]
+            missing = [s for s in cfg.eat_sources if not ready(s)]
             if missing and shard is not None:
                 log.warning("%s: its sources %s are not trained yet; left for a later call", name, missing)
                 continue
