@@ -49,7 +49,7 @@ case "${1:-}" in
     ;;
   course)
     setup
-    exec "$PY" -m gmreg_lab.course "${@:2}"
+    exec "$PY" -m gmreg_lab.runners.course "${@:2}"
     ;;
   *)
     echo "usage: ./kit.sh lab | test [pytest args] | course [--only 01,03]" >&2

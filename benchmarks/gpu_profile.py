@@ -16,7 +16,7 @@ import torch
 from torch.profiler import ProfilerActivity, profile
 
 import gmreg_lab as gl
-from gmreg_lab.bench import _kit_step, _reference_proposed_step
+from gmreg_lab.runners.bench import _kit_step, _reference_proposed_step
 from gmreg_lab.models import build
 from gmreg_lab.runtime import cudnn_autotune, sync as _sync
 

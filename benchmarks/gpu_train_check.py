@@ -12,7 +12,7 @@ import time
 import torch
 
 import gmreg_lab as gl
-from gmreg_lab.bench import bench_eval
+from gmreg_lab.runners.bench import bench_eval
 from gmreg_lab.evaluate import evaluate
 
 ap = argparse.ArgumentParser()

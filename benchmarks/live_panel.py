@@ -19,7 +19,7 @@ from pathlib import Path
 import torch
 
 import gmreg_lab as gl
-from gmreg_lab.lab import machine
+from gmreg_lab.views.lab import machine
 from gmreg_lab.runs import provenance
 
 ap = argparse.ArgumentParser()

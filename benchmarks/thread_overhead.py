@@ -13,7 +13,7 @@ import time
 import torch
 
 import gmreg_lab as gl
-from gmreg_lab.training import StepContext, make_model, make_step
+from gmreg_lab.training import standalone_step
 
 ap = argparse.ArgumentParser()
 ap.add_argument("--rounds", type=int, default=6)
@@ -22,8 +22,7 @@ a = ap.parse_args()
 
 dev = torch.device("cpu")
 cfg = gl.lab.recipe("panel", precision="fp32")
-model, opt = make_model(cfg, dev)
-step = make_step(StepContext(model, cfg, torch.Generator().manual_seed(0), []), opt, dev, graphs=False, compiled=False)
+step = standalone_step(cfg, dev)
 x, y = torch.rand(32, 1, 28, 28), torch.randint(0, 10, (32,))
 for _ in range(5):
     step(x, y)

@@ -27,7 +27,7 @@ def flat_grad(loss, params):
 
 def compare(model, x, y, cfg, generator) -> dict:
     model.eval()
-    x_f, x_r = fgsm_rfgsm(model, x, y, cfg.eps, cfg.alpha, generator=generator)
+    x_f, x_r = fgsm_rfgsm(model, x, y, cfg.eps, alpha=cfg.alpha, generator=generator)
     model.train()
     params = [p for p in model.parameters() if p.requires_grad]
     out = {}

@@ -19,7 +19,7 @@ Stages
           training loop's PGD-10 probe history (every 250 iterations, on the first 200 of those images; a monitor,
           never used to select) is kept for the collapse verdict.
   select  per method and batch size, the setting (warm-up included) whose LAST model has the highest validation
-          worst case, among the runs that learned (gmreg_lab.report_tables.did_not_learn on the validation
+          worst case, among the runs that learned (gmreg_lab.runners.report_tables.did_not_learn on the validation
           images); ties go to
           the earlier run in the grid's order (warm-up off before on, settings in the order listed). If no setting
           learned, the best-scoring one is kept and flagged. Writes <out>/selected.json.
@@ -82,8 +82,8 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import gmreg_lab as gl
 from gmreg_lab import paper
-from gmreg_lab import report_tables as flags
-from gmreg_lab import suite as suite_mod
+from gmreg_lab.runners import report_tables as flags
+from gmreg_lab.runners import suite as suite_mod
 
 # What the docstring's estimate rests on (training seconds per iteration, fp32, one thread, this machine's 2-core
 # Xeon while two other training processes ran; measured once with gl.train on the first limit training images).
@@ -372,7 +372,7 @@ def table(out: Path) -> str:
     lines = [f"# Issue 28 study: single-step methods at their best, MNIST, eps {EPS}", "",
              "Produced by `experiments/peers_study.py` (its docstring states every setting). Models evaluated: the "
              "last epoch of each run (no early stopping). Numbers are accuracy (%); over seeds: mean [min, max]. "
-             "*Did not learn* (gmreg_lab.report_tables.did_not_learn): clean accuracy within "
+             "*Did not learn* (gmreg_lab.runners.report_tables.did_not_learn): clean accuracy within "
              f"{flags.DEAD_MARGIN:g} points of the majority-class rate or {flags.DEAD_SHARE:g} % of the "
              "predictions in one class: such a run's accuracies under attack are not robustness and are left out "
              "of the robust columns.", ""]

@@ -1,15 +1,19 @@
 """L-infinity attacks in pixel space (inputs and outputs in [0, 1]).
 
-Pure functions: gradients come from ``torch.autograd.grad`` (parameter ``.grad`` is never touched), the model's
-train/eval mode is the caller's choice, randomness comes from an optional ``generator``, and the device comes from
-``x``. ``y=None`` attacks the model's own predictions (avoids label leaking, as in ensemble adversarial training).
+One calling convention for every attack: ``attack(model, x, y, eps, *, generator=None, **params)``, its settings
+keyword-only (``pgd(model, x, y, 0.3, steps=40, step=0.01)``), and :data:`ATTACKS` maps each name that evaluation
+specs, the CLI, ``audit`` and the ensembles use to its function. Pure functions: gradients come from
+``torch.autograd.grad`` (parameter ``.grad`` is never touched), the model's train/eval mode is the caller's choice,
+randomness comes from the optional ``generator`` (never the global RNG when one is given), and the device comes
+from ``x``. ``y=None`` attacks the model's own predictions (avoids label leaking, as in ensemble adversarial
+training).
 """
 
 from __future__ import annotations
 
+import inspect
 import logging
 import math
-import warnings
 from typing import Optional
 
 import torch
@@ -41,26 +45,36 @@ def input_grad(model, x: torch.Tensor, y: torch.Tensor, *, return_logits: bool =
     return (g, logits.detach()) if return_logits else g
 
 
+def draw(fn, x: torch.Tensor, *args, generator: Optional[torch.Generator] = None) -> torch.Tensor:
+    """The one random draw of the attacks: ``fn(*args)`` (``torch.rand`` / ``randn`` / ``randint`` with its size
+    argument) from ``generator`` on the generator's own device, then moved to ``x``'s device."""
+    dev = generator.device if generator is not None else x.device
+    return fn(*args, generator=generator, device=dev).to(x.device)
+
+
 def _random_sign(x: torch.Tensor, generator: Optional[torch.Generator]) -> torch.Tensor:
     """sign(N(0, I)) of ``x``'s shape: a random +-1 per pixel (Eq. 2)."""
-    dev = generator.device if generator is not None else x.device
-    return torch.randn(x.shape, generator=generator, device=dev).sign().to(x.device)
+    return draw(torch.randn, x, x.shape, generator=generator).sign()
 
 
 def uniform_noise(x: torch.Tensor, scale: float, generator: Optional[torch.Generator]) -> torch.Tensor:
     """U(-scale, scale) noise of ``x``'s shape, on ``x``'s device."""
-    dev = generator.device if generator is not None else x.device
-    return (scale * (2 * torch.rand(x.shape, generator=generator, device=dev) - 1)).to(x.device)
+    return scale * (2 * draw(torch.rand, x, x.shape, generator=generator) - 1)
 
 
-def fgsm(model, x, y, eps: float) -> torch.Tensor:
-    """Eq. 1: ``x + eps * sign(grad_x J)``, clipped to [0, 1]."""
+def clean(model, x, y, eps: float, *, generator: Optional[torch.Generator] = None) -> torch.Tensor:
+    """No attack: ``x`` itself (clean accuracy through the same interface)."""
+    return x
+
+
+def fgsm(model, x, y, eps: float, *, generator: Optional[torch.Generator] = None) -> torch.Tensor:
+    """Eq. 1: ``x + eps * sign(grad_x J)``, clipped to [0, 1] (deterministic: ``generator`` is not used)."""
     check_eps(eps)
     y = _labels(model, x, y)
     return (x + eps * input_grad(model, x, y).sign()).clamp(0, 1).detach()
 
 
-def rfgsm(model, x, y, eps: float, alpha: float, *, generator: Optional[torch.Generator] = None) -> torch.Tensor:
+def rfgsm(model, x, y, eps: float, *, alpha: float, generator: Optional[torch.Generator] = None) -> torch.Tensor:
     """R-FGSM, Eq. 2-3 (Tramèr et al.): ``x' = x + alpha * sign(N(0, I))``, then an FGSM step of ``eps - alpha``.
 
     ``alpha`` has no default on purpose: Tramèr et al. evaluate with alpha = eps/2, while this paper's method uses a
@@ -75,11 +89,11 @@ def rfgsm(model, x, y, eps: float, alpha: float, *, generator: Optional[torch.Ge
     return (x1 + (eps - alpha) * input_grad(model, x1, y).sign()).clamp(0, 1).detach()
 
 
-def fgsm_rfgsm(model, x, y, eps: float, alpha: float, *, generator: Optional[torch.Generator] = None,
+def fgsm_rfgsm(model, x, y, eps: float, *, alpha: float, generator: Optional[torch.Generator] = None,
                return_steps: bool = False):
     """FGSM and R-FGSM adversaries of the *same* clean samples from ONE gradient pass over [x, x'].
 
-    Equal to ``(fgsm(model, x, y, eps), rfgsm(model, x, y, eps, alpha))`` for a model in eval mode (no batch
+    Equal to ``(fgsm(model, x, y, eps), rfgsm(model, x, y, eps, alpha=alpha))`` for a model in eval mode (no batch
     statistics mixing the halves), at the cost of a single forward+backward over a double batch.
 
     ``return_steps``: also return a dict of what the two adversaries were made of, so that a caller never has to
@@ -100,7 +114,7 @@ def fgsm_rfgsm(model, x, y, eps: float, alpha: float, *, generator: Optional[tor
     return x_fgsm, x_rfgsm
 
 
-def fgsm_rs(model, x, y, eps: float, step: Optional[float] = None, *,
+def fgsm_rs(model, x, y, eps: float, *, step: Optional[float] = None,
             generator: Optional[torch.Generator] = None, clip_start: bool = True) -> torch.Tensor:
     """FGSM with a random start (Wong, Rice & Kolter 2020, "Fast is better than free"): a uniform start
     ``delta ~ U(-eps, eps)`` (kept so that ``x + delta`` is in [0, 1]), one signed gradient step of ``step``
@@ -119,7 +133,7 @@ def fgsm_rs(model, x, y, eps: float, step: Optional[float] = None, *,
     return _project(x1 + step * input_grad(model, x1, y).sign(), x, eps).detach()
 
 
-def nfgsm(model, x, y, eps: float, k: float = 2.0, *, generator: Optional[torch.Generator] = None) -> torch.Tensor:
+def nfgsm(model, x, y, eps: float, *, k: float = 2.0, generator: Optional[torch.Generator] = None) -> torch.Tensor:
     """N-FGSM (de Jorge et al. 2022, "Make some noise"): noise ``eta ~ U(-k * eps, k * eps)`` (k = 2 in their
     paper), then a signed gradient step of ``eps`` from ``x + eta``, clipped to [0, 1] only. There is no projection
     onto the eps-ball: the training input lies up to (k + 1) * eps from x, and that is the method."""
@@ -158,8 +172,10 @@ def _iterate(model, x, y, x_adv, eps: float, step: float, steps: int, early_stop
     return x_adv
 
 
-def ifgsm(model, x, y, eps: float, steps: int, *, early_stop: bool = False) -> torch.Tensor:
-    """I-FGSM, Eq. 4-5: ``steps`` FGSM steps of ``eps / steps`` from the clean image, kept in the eps-ball."""
+def ifgsm(model, x, y, eps: float, *, steps: int, early_stop: bool = False,
+          generator: Optional[torch.Generator] = None) -> torch.Tensor:
+    """I-FGSM, Eq. 4-5: ``steps`` FGSM steps of ``eps / steps`` from the clean image, kept in the eps-ball
+    (deterministic: ``generator`` is not used)."""
     check_eps(eps)
     if not (isinstance(steps, int) and steps >= 1):
         raise GmregError(f"steps must be an integer >= 1, got {steps!r}")
@@ -167,25 +183,15 @@ def ifgsm(model, x, y, eps: float, steps: int, *, early_stop: bool = False) -> t
     return _iterate(model, x.detach(), y, x.detach(), eps, eps / steps, steps, early_stop)
 
 
-def pgd(model, x, y, eps: float, step: Optional[float] = None, steps: Optional[int] = None, *,
-        random_start: bool = True, restarts: int = 1, generator: Optional[torch.Generator] = None,
-        early_stop: bool = False, alpha: Optional[float] = None) -> torch.Tensor:
-    """PGD (Madry et al.): uniform random start in the eps-ball, ``steps`` signed steps of size ``step``,
-    projection.
+def pgd(model, x, y, eps: float, *, step: float, steps: int, random_start: bool = True, restarts: int = 1,
+        early_stop: bool = False, generator: Optional[torch.Generator] = None) -> torch.Tensor:
+    """PGD (Madry et al.): uniform random start in the eps-ball, ``steps`` signed steps of size ``step`` (pixels;
+    in this package ``alpha`` is R-FGSM's random step, never a step size), projection.
 
     With ``restarts > 1`` each example keeps its worst case: a misclassifying restart wins, and among equals the one
-    with the higher loss. ``early_stop``: see :func:`_iterate` (evaluation only). ``alpha=`` is the deprecated name
-    of ``step`` (in this package ``alpha`` is R-FGSM's random step, never a step size).
+    with the higher loss. ``early_stop``: see :func:`_iterate` (evaluation only).
     """
-    if alpha is not None:
-        warnings.warn("pgd(..., alpha=) is deprecated: the PGD step size is called `step`", DeprecationWarning,
-                      stacklevel=2)
-        if step is not None:
-            raise GmregError("pgd: pass the step size once, as `step` (`alpha` is its deprecated name)")
-        step = alpha
     check_eps(eps)
-    if step is None:
-        raise GmregError("pgd needs a step size `step` (pixels), e.g. 0.01 at eps 0.3")
     check_eps(step, "step (PGD step size)")
     for name, v in (("steps", steps), ("restarts", restarts)):
         if not (isinstance(v, int) and v >= 1):
@@ -196,9 +202,7 @@ def pgd(model, x, y, eps: float, step: Optional[float] = None, steps: Optional[i
     for _ in range(restarts):
         x_adv = x
         if random_start:
-            dev = generator.device if generator is not None else x.device
-            noise = torch.rand(x.shape, generator=generator, device=dev).to(x.device)
-            x_adv = (x + eps * (2 * noise - 1)).clamp(0, 1)
+            x_adv = (x + uniform_noise(x, eps, generator)).clamp(0, 1)
         x_adv = _iterate(model, x, y, x_adv, eps, step, steps, early_stop)
         if restarts == 1:
             return x_adv
@@ -261,7 +265,7 @@ def _loss_and_grad(model, x, y, loss: str, target):
     return per.detach(), g, logits.detach().argmax(1) != y
 
 
-def apgd(model, x, y, eps: float, steps: int = 100, *, loss: str = "ce", target: Optional[torch.Tensor] = None,
+def apgd(model, x, y, eps: float, *, steps: int = 100, loss: str = "ce", target: Optional[torch.Tensor] = None,
          rho: float = 0.75, step_weight: float = 0.75, generator: Optional[torch.Generator] = None) -> torch.Tensor:
     """Auto-PGD, L-infinity (Croce & Hein 2020, Algorithm 1): step size 2*eps halved at the checkpoints of
     :func:`apgd_checkpoints` when fewer than ``rho`` of the steps since the last one raised the loss, or when the best
@@ -281,8 +285,7 @@ def apgd(model, x, y, eps: float, steps: int = 100, *, loss: str = "ce", target:
     y = _labels(model, x, y)
     x = x.detach()
     n, view = len(y), (-1,) + (1,) * (x.dim() - 1)
-    dev = generator.device if generator is not None else x.device
-    t = 2 * torch.rand(x.shape, generator=generator, device=dev).to(x.device) - 1
+    t = uniform_noise(x, 1.0, generator)
     t = t / t.flatten(1).abs().amax(1).clamp_min(1e-12).view(view)
     cur = (x + eps * t).clamp(0, 1)
     prev = cur.clone()
@@ -326,7 +329,7 @@ def apgd_t_loss(classes: int) -> str:
     return "dlr-t" if classes >= 4 else "ce-t"
 
 
-def apgd_t(model, x, y, eps: float, steps: int = 100, *, targets: int = 9,
+def apgd_t(model, x, y, eps: float, *, steps: int = 100, targets: int = 9,
            generator: Optional[torch.Generator] = None) -> torch.Tensor:
     """APGD-T: targeted APGD against each of the ``targets`` likeliest wrong classes of the clean input in turn,
     on the examples not yet misclassified (as in AutoAttack), with the loss of :func:`apgd_t_loss` (targeted DLR,
@@ -351,12 +354,25 @@ def apgd_t(model, x, y, eps: float, steps: int = 100, *, targets: int = 9,
         if idx.numel() == 0:
             break
         tgt = ranked[idx, i + 1]
-        xa = apgd(model, x[idx], y[idx], eps, steps, loss=loss, target=tgt, generator=generator)
+        xa = apgd(model, x[idx], y[idx], eps, steps=steps, loss=loss, target=tgt, generator=generator)
         with torch.no_grad():
             mis = model(xa).argmax(1) != y[idx]
         out[idx] = xa
         broken[idx[mis]] = True
     return out
+
+
+def apgd_worst(model, x, y, eps: float, *, steps: int = 100, targets: int = 9,
+               generator: Optional[torch.Generator] = None) -> torch.Tensor:
+    """APGD-CE, then APGD-T on the examples it did not break: each example's worst case of both (AutoAttack's
+    gradient part; the spec ``apgd:STEPS[:TARGETS]``)."""
+    y = _labels(model, x, y)
+    xa = apgd(model, x, y, eps, steps=steps, generator=generator)
+    with torch.no_grad():
+        alive = (model(xa).argmax(1) == y).nonzero()[:, 0]
+    if alive.numel():
+        xa[alive] = apgd_t(model, x[alive], y[alive], eps, steps=steps, targets=targets, generator=generator)
+    return xa
 
 
 # --- Square (Andriushchenko et al., ECCV 2020): gradient-free, the score-based attack of AutoAttack ----------------
@@ -376,7 +392,7 @@ def margin(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     return z.gather(1, y[:, None])[:, 0] - z.scatter(1, y[:, None], float("-inf")).amax(1)
 
 
-def square(model, x, y, eps: float, queries: int = 5000, *, p_init: float = 0.8,
+def square(model, x, y, eps: float, *, queries: int = 5000, p_init: float = 0.8,
            generator: Optional[torch.Generator] = None) -> torch.Tensor:
     """Square attack, L-infinity (Andriushchenko et al. 2020), as AutoAttack runs it: start from random vertical
     stripes of +-eps, then per query add a random +-2 eps square (side from :func:`square_p`, one position and one
@@ -389,10 +405,9 @@ def square(model, x, y, eps: float, queries: int = 5000, *, p_init: float = 0.8,
     y = _labels(model, x, y)
     x = x.detach()
     n, c, h, w = x.shape
-    dev = generator.device if generator is not None else x.device
 
     def signs(*shape):
-        return (2 * torch.randint(0, 2, shape, generator=generator, device=dev) - 1).to(x.device, x.dtype)
+        return (2 * draw(torch.randint, x, 0, 2, shape, generator=generator) - 1).to(x.dtype)
 
     def scores(xa, ya):
         with torch.no_grad():
@@ -406,8 +421,8 @@ def square(model, x, y, eps: float, queries: int = 5000, *, p_init: float = 0.8,
             break
         s = max(int(round(math.sqrt(square_p(p_init, it, queries) * h * w))), 1)
         s = min(s, h, w)
-        vh = int(torch.randint(0, h - s + 1, (1,), generator=generator, device=dev))
-        vw = int(torch.randint(0, w - s + 1, (1,), generator=generator, device=dev))
+        vh = int(draw(torch.randint, x, 0, h - s + 1, (1,), generator=generator))
+        vw = int(draw(torch.randint, x, 0, w - s + 1, (1,), generator=generator))
         step = torch.zeros(c, h, w, device=x.device, dtype=x.dtype)
         step[:, vh:vh + s, vw:vw + s] = 2 * eps * signs(c, 1, 1)
         cand = _project(best[idx] + step, x[idx], eps)
@@ -415,3 +430,17 @@ def square(model, x, y, eps: float, queries: int = 5000, *, p_init: float = 0.8,
         better = m < best_margin[idx]
         best[idx[better]], best_margin[idx[better]] = cand[better], m[better]
     return best
+
+
+# --- The table: one name per attack, each called as f(model, x, y, eps, *, generator=None, **params) ---------------
+ATTACKS = {"clean": clean, "fgsm": fgsm, "rfgsm": rfgsm, "ifgsm": ifgsm, "pgd": pgd, "apgd-ce": apgd,
+           "apgd-t": apgd_t, "apgd": apgd_worst, "square": square, "fgsm_rs": fgsm_rs, "nfgsm": nfgsm}
+
+
+def settings(name: str) -> dict:
+    """The keyword settings attack ``name`` takes, ``{setting: default or inspect.Parameter.empty}`` (``generator``
+    left out)."""
+    if name not in ATTACKS:
+        raise GmregError(f"unknown attack {name!r}; valid: {', '.join(ATTACKS)}")
+    return {k: p.default for k, p in inspect.signature(ATTACKS[name]).parameters.items()
+            if p.kind is p.KEYWORD_ONLY and k != "generator"}

@@ -12,10 +12,9 @@ from __future__ import annotations
 
 import torch
 
-from .attacks import apgd, apgd_t, square
 from .config import check_eps
 from .errors import GmregError
-from .evaluate import ensemble
+from .evaluate import Attack, ensemble
 from .models import to_model_device
 
 STEPS, TARGETS, QUERIES = 100, 9, 5000
@@ -40,10 +39,10 @@ def standard(model, x, y, eps: float, *, batch_size: int = 500, seed: int = 0, q
     gen = torch.Generator(device=x.device).manual_seed(seed)
     fab = ta.FAB(model, norm="Linf", eps=eps, steps=steps, n_restarts=1, multi_targeted=True,
                  n_classes=targets + 1, seed=seed)
-    attacks = {"apgd-ce": lambda xb, yb: apgd(model, xb, yb, eps, steps, generator=gen),
-               "apgd-t": lambda xb, yb: apgd_t(model, xb, yb, eps, steps, targets=targets, generator=gen),
+    attacks = {"apgd-ce": Attack("apgd-ce", steps=steps).on(model, eps, generator=gen),
+               "apgd-t": Attack("apgd-t", steps=steps, targets=targets).on(model, eps, generator=gen),
                "fab-t (torchattacks)": fab,
-               "square": lambda xb, yb: square(model, xb, yb, eps, queries, generator=gen)}
+               "square": Attack("square", queries=queries).on(model, eps, generator=gen)}
     return {**ensemble(model, x, y, attacks, eps=eps, batch_size=batch_size), "eps": eps,
             "settings": {"steps": steps, "targets": targets, "queries": queries}}
 

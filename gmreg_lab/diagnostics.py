@@ -29,7 +29,7 @@ def logit_distance(model, x, y, eps: float, alpha: float, *, generator: Optional
     stays small (a proposed model trained at batch 64 in fp32: PGD probe 52 -> 14 %, FGSM 95 %, distance 0.16). A
     small distance is no proof of robustness: run the attacks of :func:`masking_report`."""
     x, y = to_model_device(model, x, y)
-    x_f, x_r = fgsm_rfgsm(model, x, y, eps, alpha, generator=generator)
+    x_f, x_r = fgsm_rfgsm(model, x, y, eps, alpha=alpha, generator=generator)
     with torch.no_grad():
         return float(logit_dist(model(x_f), model(x_r)))
 
@@ -42,8 +42,8 @@ def probe(model, x, y, eps: float, alpha: float, pgd_steps: int = 10, *, seed: i
     """
     x, y = to_model_device(model, x, y)
     gen = torch.Generator(device=x.device).manual_seed(seed)
-    x_f, x_r = fgsm_rfgsm(model, x, y, eps, alpha, generator=gen)
-    x_p = pgd(model, x, y, eps, 2.5 * eps / pgd_steps, pgd_steps, generator=gen)
+    x_f, x_r = fgsm_rfgsm(model, x, y, eps, alpha=alpha, generator=gen)
+    x_p = pgd(model, x, y, eps, step=2.5 * eps / pgd_steps, steps=pgd_steps, generator=gen)
     with torch.no_grad():
         logits = [model(v).float() for v in (x, x_f, x_r, x_p)]
     out = {}
@@ -158,7 +158,7 @@ def masking_report(model, x, y, eps: float, *, alpha: Optional[float] = None, st
     more = next(c for c in checks if c.name == "more_steps_and_restarts_dont_help")
     strongest = min(more.numbers["pgd"], more.numbers["pgd_more"])   # the strongest gradient attack run above
     if source is not None:
-        bb = attack_stats(model, Attack("pgd", steps, step), x, y, eps, source=source, **kw)["acc"]
+        bb = attack_stats(model, Attack("pgd", steps=steps, step=step), x, y, eps, source=source, **kw)["acc"]
         checks.append(black_box_check(bb, strongest, steps))
     else:
         checks.append(Check("black_box_not_stronger", None, "no source model given", {}))
@@ -190,12 +190,12 @@ def _gradient_free_checks(model, x, y, eps, fgsm_acc, pgd_acc, queries, search_q
     gradient at x points nowhere useful: FGSM-AT's failure, which PGD's many steps still see through)."""
     out = []
     if queries:
-        sq = attack_stats(model, Attack("square", queries), x, y, eps, early_stop=True, **kw)["acc"]
+        sq = attack_stats(model, Attack("square", queries=queries), x, y, eps, early_stop=True, **kw)["acc"]
         out.append(gradient_free_check(sq, pgd_acc, queries))
     else:
         out.append(Check("gradient_free_not_stronger", None, "skipped (square_queries=0)", {}))
     if search_queries:
-        rs = attack_stats(model, Attack("square", search_queries), x, y, eps, early_stop=True, **kw)["acc"]
+        rs = attack_stats(model, Attack("square", queries=search_queries), x, y, eps, early_stop=True, **kw)["acc"]
         out.append(Check("gradient_beats_random_search", fgsm_acc - rs <= SEARCH_POINTS,
                          f"FGSM {fgsm_acc:.1f}% vs a {search_queries}-query random search (Square) {rs:.1f}% "
                          f"(one gradient step must be the stronger attack, within {SEARCH_POINTS:g} points)",
@@ -210,9 +210,9 @@ def _attack_checks(model, x, y, eps, step, steps, large_eps_steps, kw) -> list:
     acc = lambda a, e=eps: attack_stats(model, a, x, y, e, early_stop=True, **kw)["acc"]  # noqa: E731
     clean = acc(Attack("clean"))
     fgsm_acc = acc(Attack("fgsm"))
-    pgd_acc = acc(Attack("pgd", steps, step))
-    pgd_more = acc(Attack("pgd", round(2.5 * steps), step, 3))
-    big = acc(Attack("pgd", large_eps_steps, min(1.0, 2.5 / large_eps_steps)), e=1.0)
+    pgd_acc = acc(Attack("pgd", steps=steps, step=step))
+    pgd_more = acc(Attack("pgd", steps=round(2.5 * steps), step=step, restarts=3))
+    big = acc(Attack("pgd", steps=large_eps_steps, step=min(1.0, 2.5 / large_eps_steps)), e=1.0)
     return [
         Check("iterative_beats_single_step", pgd_acc <= fgsm_acc + NOISE_POINTS,
               f"PGD-{steps} {pgd_acc:.1f}% vs FGSM {fgsm_acc:.1f}% (an iterative attack must not be weaker)",
@@ -308,7 +308,7 @@ def masking_numbers(model, x, y, eps: float, alpha: float, *, pgd_steps: int = 4
     x, y = to_model_device(model, x, y)
     dist = logit_distance(model, x, y, eps, alpha, generator=torch.Generator(device=x.device).manual_seed(seed))
     t = attack_stats(model, Attack("fgsm"), x, y, eps, seed=seed)
-    p = attack_stats(model, Attack("pgd", pgd_steps, pgd_step), x, y, eps, seed=seed)
+    p = attack_stats(model, Attack("pgd", steps=pgd_steps, step=pgd_step), x, y, eps, seed=seed)
     return {"logit distance": dist, "loss gap": p["loss"] - t["loss"], "FGSM acc": t["acc"], "PGD acc": p["acc"]}
 
 

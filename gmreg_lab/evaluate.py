@@ -20,13 +20,13 @@ finite, in [0, 1], and within eps of the clean image in the L-inf norm; a violat
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import inspect
 from typing import Callable, Optional, Sequence
 
 import torch
 import torch.nn.functional as F
 
-from .attacks import apgd, apgd_t, fgsm, ifgsm, pgd, rfgsm, square
+from .attacks import ATTACKS, settings
 from .config import DATASET_DEFAULTS, check_eps
 from .errors import GmregError
 from .models import to_model_device
@@ -34,111 +34,113 @@ from .runtime import autocast
 
 ATTACK_NAMES = ("clean", "fgsm", "rfgsm", "ifgsm", "pgd", "apgd-ce", "apgd-t", "apgd", "square")
 APGD_NAMES = ("apgd-ce", "apgd-t", "apgd")
+_NEEDED = object()
+# What each ":"-separated field of an evaluation spec sets, in order, with its default (_NEEDED: must be given;
+# None: the dataset's default from DATASET_DEFAULTS, R-FGSM's alpha and PGD's step size).
+SPEC_FIELDS = {"clean": {}, "fgsm": {}, "rfgsm": {"alpha": None}, "ifgsm": {"steps": _NEEDED},
+               "pgd": {"steps": _NEEDED, "step": None, "restarts": 1}, "apgd-ce": {"steps": _NEEDED},
+               "apgd-t": {"steps": _NEEDED, "targets": 9}, "apgd": {"steps": _NEEDED, "targets": 9},
+               "square": {"queries": _NEEDED}}
+SPEC_FORMS = ("clean, fgsm, rfgsm[:alpha], ifgsm:STEPS, pgd:STEPS[:STEP_SIZE[:RESTARTS]], apgd-ce:STEPS, "
+              "apgd-t:STEPS[:TARGETS], apgd:STEPS[:TARGETS], square:QUERIES")
+_DATASET_KEYS = {"alpha": "alpha", "step": "pgd_step_size"}
+_SIZE = ("steps", "queries")          # what a label shows after the name, and the multiplier after an "x"
+_TIMES = {"restarts": 1, "targets": 9}
 
 
-@dataclass(frozen=True)
 class Attack:
-    name: str
-    steps: int = 1
-    step: Optional[float] = None        # PGD step size (pixels)
-    restarts: int = 1
-    targets: int = 9                    # APGD-T: likeliest wrong classes attacked
-    alpha: Optional[float] = None       # R-FGSM: size of the random first step (pixels)
+    """One attack and its settings, e.g. ``Attack("pgd", steps=40, step=0.01)``: a name in
+    :data:`gmreg_lab.attacks.ATTACKS` and keyword settings of that function. Made, it refuses a setting the function
+    does not take and a missing required one; the values are checked by the attack when it runs. ``run`` calls
+    ``ATTACKS[name](model, x, y, eps, generator=..., **settings)``; ``on`` gives the ``attack(xb, yb)`` callable an
+    ensemble runs. Immutable and hashable; equal when the name and the settings are."""
+
+    __slots__ = ("name", "params")
+
+    def __init__(self, name: str, **params):
+        known = settings(name)
+        unknown = sorted(set(params) - set(known))
+        if unknown:
+            raise GmregError(f"attack {name!r} has no setting {', '.join(unknown)}; its settings: "
+                             f"{', '.join(known) or 'none'}")
+        missing = [k for k, d in known.items() if d is inspect.Parameter.empty and k not in params]
+        if missing:
+            raise GmregError(f"attack {name!r} needs the setting(s) {', '.join(missing)}")
+        object.__setattr__(self, "name", name)
+        object.__setattr__(self, "params", tuple(sorted(params.items())))
+
+    def __setattr__(self, key, value):
+        raise AttributeError("Attack is immutable: make a new one")
+
+    def __eq__(self, other):
+        return isinstance(other, Attack) and (self.name, self.params) == (other.name, other.params)
+
+    def __hash__(self):
+        return hash((self.name, self.params))
+
+    def __repr__(self):
+        return f"Attack({self.name!r}" + "".join(f", {k}={v!r}" for k, v in self.params) + ")"
+
+    def get(self, key: str, default=None):
+        return dict(self.params).get(key, default)
 
     @property
     def label(self) -> str:
-        if self.name == "apgd-ce":
-            return f"apgd-ce-{self.steps}"
-        if self.name in ("apgd-t", "apgd"):
-            return f"{self.name}-{self.steps}" + (f"x{self.targets}" if self.targets != 9 else "")
-        if self.name in ("ifgsm", "pgd"):
-            return f"{self.name}-{self.steps}" + (f"x{self.restarts}" if self.restarts > 1 else "")
-        if self.name == "square":
-            return f"square-{self.steps}"
-        return self.name
+        """``pgd-40``, ``pgd-50x10`` (restarts), ``apgd-t-100x3`` (targets), ``square-5000``, ``fgsm``."""
+        size = next((self.get(k) for k in _SIZE if self.get(k) is not None), None)
+        times = next((self.get(k) for k, usual in _TIMES.items() if self.get(k, usual) != usual), None)
+        return self.name + (f"-{size}" if size is not None else "") + (f"x{times}" if times is not None else "")
 
     @property
     def iterative(self) -> bool:
-        return self.name in ("ifgsm", "pgd", "square") + APGD_NAMES
+        return any(k in dict(self.params) for k in _SIZE)
+
+    def on(self, model, eps: float, *, generator=None, early_stop: bool = False):
+        """``attack(xb, yb) -> adversarial xb``: this attack on ``model`` at ``eps`` (for :func:`ensemble`)."""
+        return lambda xb, yb: self.run(model, xb, yb, eps, generator=generator, early_stop=early_stop)
 
     def run(self, model, x, y, eps: float, generator=None, early_stop: bool = False):
-        if self.name == "clean" or eps == 0:
+        """The adversaries of (x, y) at ``eps`` (``x`` itself at eps 0). ``early_stop``: passed to the attacks that
+        take it (I-FGSM, PGD; evaluation only). R-FGSM's random step is capped at ``eps`` (a sweep's small eps)."""
+        if eps == 0:
             return x
-        if self.name == "fgsm":
-            return fgsm(model, x, y, eps)
-        if self.name == "rfgsm":
-            return rfgsm(model, x, y, eps, min(self.alpha, eps), generator=generator)
-        if self.name == "apgd-ce":
-            return apgd(model, x, y, eps, self.steps, generator=generator)
-        if self.name == "apgd-t":
-            return apgd_t(model, x, y, eps, self.steps, targets=self.targets, generator=generator)
-        if self.name == "apgd":
-            return _apgd_worst(model, x, y, eps, self.steps, self.targets, generator)
-        if self.name == "square":
-            return square(model, x, y, eps, self.steps, generator=generator)
-        if self.name == "ifgsm":
-            return ifgsm(model, x, y, eps, self.steps, early_stop=early_stop)
-        return pgd(model, x, y, eps, self.step, self.steps, restarts=self.restarts, generator=generator,
-                   early_stop=early_stop)
-
-
-def _apgd_worst(model, x, y, eps, steps, targets, generator):
-    """APGD-CE, then APGD-T on the examples it did not break: each example's worst case."""
-    xa = apgd(model, x, y, eps, steps, generator=generator)
-    with torch.no_grad():
-        alive = (model(xa).argmax(1) == y).nonzero()[:, 0]
-    if alive.numel():
-        xa[alive] = apgd_t(model, x[alive], y[alive], eps, steps, targets=targets, generator=generator)
-    return xa
+        kw = dict(self.params)
+        if early_stop and "early_stop" in settings(self.name):
+            kw["early_stop"] = True
+        if "alpha" in kw:
+            kw["alpha"] = min(kw["alpha"], eps)
+        return ATTACKS[self.name](model, x, y, eps, generator=generator, **kw)
 
 
 def parse_attack(spec: str, dataset: str = "mnist") -> Attack:
-    """``"pgd:40"`` -> Attack("pgd", 40, 0.01). Unknown names list the valid ones."""
+    """``"pgd:40"`` -> ``Attack("pgd", steps=40, step=0.01, restarts=1)``, by :data:`SPEC_FIELDS`. Unknown names
+    list the valid ones; a malformed spec names the valid forms."""
     if isinstance(spec, Attack):
         return spec
     parts = str(spec).strip().lower().split(":")
     name, args = parts[0], parts[1:]
-    if name not in ATTACK_NAMES:
+    if name not in SPEC_FIELDS:
         raise GmregError(f"unknown attack {name!r}; valid: {', '.join(ATTACK_NAMES)} "
                          f"(e.g. clean,fgsm,ifgsm:40,pgd:40,pgd:100:0.01:5)")
+    fields = SPEC_FIELDS[name]
     defaults = DATASET_DEFAULTS.get(dataset, DATASET_DEFAULTS["mnist"])
+    needed = sum(1 for d in fields.values() if d is _NEEDED)
+    params = {}
     try:
-        if name in ("clean", "fgsm"):
-            if args:
-                raise ValueError
-            return Attack(name)
-        if name == "square":
-            if len(args) != 1 or int(args[0]) < 1:
-                raise ValueError
-            return Attack(name, int(args[0]))
-        if name == "rfgsm":
-            if len(args) > 1:
-                raise ValueError
-            alpha = float(args[0]) if args else defaults["alpha"]
-            check_eps(alpha, "R-FGSM alpha")
-            return Attack(name, alpha=alpha)
-        if name in APGD_NAMES:
-            if len(args) == 0 or len(args) > (1 if name == "apgd-ce" else 2):
-                raise ValueError
-            steps, targets = int(args[0]), int(args[1]) if len(args) > 1 else 9
-        elif len(args) == 0 or (name == "ifgsm" and len(args) > 1) or len(args) > 3:
+        if not needed <= len(args) <= len(fields):
             raise ValueError
-        else:
-            steps = int(args[0])
-            step = float(args[1]) if len(args) > 1 else defaults["pgd_step_size"]
-            restarts = int(args[2]) if len(args) > 2 else 1
+        for (key, default), text in zip(fields.items(), args + [None] * len(fields)):
+            value = default if text is None else (int(text) if key in _SIZE + tuple(_TIMES) else float(text))
+            params[key] = defaults[_DATASET_KEYS[key]] if value is None else value
     except ValueError:
-        raise GmregError(f"cannot parse attack {spec!r}; forms: clean, fgsm, rfgsm[:alpha], ifgsm:STEPS, "
-                         f"pgd:STEPS[:STEP_SIZE[:RESTARTS]], apgd-ce:STEPS, apgd-t:STEPS[:TARGETS], "
-                         f"apgd:STEPS[:TARGETS], square:QUERIES") from None
-    if name in APGD_NAMES:
-        if steps < 1 or not 1 <= targets <= 9:
-            raise GmregError(f"attack {spec!r}: steps must be >= 1 and targets in [1, 9]")
-        return Attack(name, steps, targets=targets)
-    if steps < 1 or restarts < 1:
-        raise GmregError(f"attack {spec!r}: steps and restarts must be >= 1")
-    check_eps(step, "PGD step size")
-    return Attack(name, steps, step, restarts)
+        raise GmregError(f"cannot parse attack {spec!r}; forms: {SPEC_FORMS}") from None
+    for key, value in params.items():
+        if key in _DATASET_KEYS:
+            check_eps(value, {"alpha": "R-FGSM alpha", "step": "PGD step size"}[key])
+        elif value < 1 or (key == "targets" and value > 9):
+            raise GmregError(f"attack {spec!r}: {key} = {value} is out of range (steps, restarts and queries >= 1, "
+                             f"targets in [1, 9])")
+    return Attack(name, **params)
 
 
 def parse_attacks(specs, dataset: str = "mnist") -> list[Attack]:
@@ -272,7 +274,7 @@ def worst_case(model, x, y, attacks, eps: float, *, batch_size: int = 1000, seed
     x, y = to_model_device(model, x, y)
     model.eval()
     gen = torch.Generator(device=x.device).manual_seed(seed)
-    named = {a.label: (lambda xb, yb, a=a: a.run(model, xb, yb, eps, generator=gen, early_stop=True))
+    named = {a.label: a.on(model, eps, generator=gen, early_stop=True)
              for a in parse_attacks(attacks, getattr(model, "dataset", "mnist"))}
     return ensemble(model, x, y, named, eps=eps, batch_size=batch_size, every=every)
 

@@ -98,12 +98,12 @@ def loss_landscape(model, x, y, eps: float, alpha: float, *, grid: int = 41, pgd
     y = torch.as_tensor(y, device=x.device).reshape(1).long()
     x, y = to_model_device(model, x, y)
     model.eval()
-    x_f, x_r, made = fgsm_rfgsm(model, x, y, eps, alpha, generator=torch.Generator(device=x.device).manual_seed(
+    x_f, x_r, made = fgsm_rfgsm(model, x, y, eps, alpha=alpha, generator=torch.Generator(device=x.device).manual_seed(
         seed + 1), return_steps=True)
     u, grad_axis = (x_f - x) / eps, "sign(grad)"            # FGSM's step: sign(grad), less what [0, 1] clips
     if not bool(u.any()):                                   # no gradient: FGSM stays at x, draw a random axis
         u, grad_axis = _random_sign(x, seed), "random (the input gradient is zero)"
-    x_p = pgd(model, x, y, eps, pgd_step or 2.5 * eps / pgd_steps, pgd_steps,
+    x_p = pgd(model, x, y, eps, step=pgd_step or 2.5 * eps / pgd_steps, steps=pgd_steps,
               generator=torch.Generator(device=x.device).manual_seed(seed + 2))
     v, adv_axis = _adversarial_axis(u, x_p - x, seed)
     coords = {name: _coords(p - x, u, v) for name, p in (("noise", made["x_noise"]), ("rfgsm", x_r), ("pgd", x_p))}

@@ -106,7 +106,7 @@ def step_fgsm(ctx, x, y):
 
 def step_rfgsm(ctx, x, y):
     with attacking(ctx.model):
-        x_adv = rfgsm(ctx.model, x, y, ctx.eps, ctx.alpha, generator=ctx.generator)
+        x_adv = rfgsm(ctx.model, x, y, ctx.eps, alpha=ctx.alpha, generator=ctx.generator)
     ce = _ce(ctx.net, x_adv, y)
     return ce, {"ce": ce}
 
@@ -114,7 +114,7 @@ def step_rfgsm(ctx, x, y):
 def step_fgsm_rfgsm(ctx, x, y):
     """Ablation (i): a minibatch holding both FGSM and R-FGSM adversaries, plain CE on all of it."""
     with attacking(ctx.model):
-        x_f, x_r = fgsm_rfgsm(ctx.model, x, y, ctx.eps, ctx.alpha, generator=ctx.generator)
+        x_f, x_r = fgsm_rfgsm(ctx.model, x, y, ctx.eps, alpha=ctx.alpha, generator=ctx.generator)
     ce = _ce(ctx.net, torch.cat([x_f, x_r]), torch.cat([y, y]))
     return ce, {"ce": ce}
 
@@ -138,7 +138,7 @@ def step_pgd(ctx, x, y):
     its own, not tied to eps."""
     cfg = ctx.cfg
     with attacking(ctx.model):
-        x_adv = pgd(ctx.model, x, y, ctx.eps, cfg.pgd_step_size, cfg.pgd_steps, generator=ctx.generator)
+        x_adv = pgd(ctx.model, x, y, ctx.eps, step=cfg.pgd_step_size, steps=cfg.pgd_steps, generator=ctx.generator)
     ce = _ce(ctx.net, x_adv, y)
     return ce, {"ce": ce}
 
@@ -148,7 +148,7 @@ def step_proposed(ctx, x, y):
     pass over B* = [B1, B2], loss Eq. 8."""
     cfg = ctx.cfg
     with attacking(ctx.model):
-        x_f, x_r = fgsm_rfgsm(ctx.model, x, y, ctx.eps, ctx.alpha, generator=ctx.generator)
+        x_f, x_r = fgsm_rfgsm(ctx.model, x, y, ctx.eps, alpha=ctx.alpha, generator=ctx.generator)
     ctx.net.train()
     logits = ctx.net(torch.cat([x_f, x_r]))
     n = x.shape[0]
@@ -162,7 +162,7 @@ def step_fgsm_rs(ctx, x, y):
     projection; CE on the result."""
     cfg = ctx.cfg
     with attacking(ctx.model):
-        x_adv = fgsm_rs(ctx.model, x, y, ctx.eps, cfg.rs_step * ctx.eps, generator=ctx.generator,
+        x_adv = fgsm_rs(ctx.model, x, y, ctx.eps, step=cfg.rs_step * ctx.eps, generator=ctx.generator,
                         clip_start=cfg.rs_clip_start)
     ce = _ce(ctx.net, x_adv, y)
     return ce, {"ce": ce}
@@ -172,7 +172,7 @@ def step_nfgsm(ctx, x, y):
     """N-FGSM (de Jorge et al. 2022): noise of nfgsm_k * eps, a full eps step, no projection; CE on the result."""
     cfg = ctx.cfg
     with attacking(ctx.model):
-        x_adv = nfgsm(ctx.model, x, y, ctx.eps, cfg.nfgsm_k, generator=ctx.generator)
+        x_adv = nfgsm(ctx.model, x, y, ctx.eps, k=cfg.nfgsm_k, generator=ctx.generator)
     ce = _ce(ctx.net, x_adv, y)
     return ce, {"ce": ce}
 
@@ -298,6 +298,18 @@ def make_step(ctx: StepContext, opt, dev, *, graphs: Optional[bool] = None, comp
         return optimizer_step(step_fn, c, opt, x, y, dev, autocast_cache=not in_graph)
 
     return Step(iteration, ctx.model, opt, dev, graphs=graphs, compiled=compiled)
+
+
+def standalone_step(cfg: TrainConfig, dev, *, seed: int = 0, graphs: bool = False, compiled: bool = False) -> Step:
+    """``cfg``'s training iteration outside a run, for measuring its cost (benchmarks, ``gl.lab.estimate_seconds``):
+    a fresh model and optimizer, the attack generator seeded with ``seed``, and for EAT ``max(1, len(eat_sources))``
+    freshly initialised static sources of the same architecture (a source's weights do not change the step's cost).
+    ``step(x, y) -> (loss, parts)``; ``step.model`` is the model it trains."""
+    model, opt = make_model(cfg, dev)
+    sources = [build(cfg.model, cfg.dataset, cfg.normalize).to(dev).eval().requires_grad_(False)
+               for _ in range(max(1, len(cfg.eat_sources)))] if cfg.method == "eat" else []
+    ctx = StepContext(model, cfg, torch.Generator(device=dev).manual_seed(seed), sources)
+    return make_step(ctx, opt, dev, graphs=graphs, compiled=compiled)
 
 
 # --- run state ------------------------------------------------------------------------------------------------------
@@ -660,7 +672,7 @@ class _Run:
         state.epoch_times.append(seconds)
         score = None
         if cfg.select_best and self.lead:
-            score = attack_stats(self.ctx.model, Attack("ifgsm", 3), *self.select_set, cfg.eps,
+            score = attack_stats(self.ctx.model, Attack("ifgsm", steps=3), *self.select_set, cfg.eps,
                                  precision=cfg.precision)["acc"]
             if score > state.best_score:
                 state.best_score, state.best_epoch = score, state.epoch + 1

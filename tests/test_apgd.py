@@ -66,10 +66,10 @@ def test_apgd_t_reaches_the_exact_robust_accuracy_of_a_linear_model():
     x, y, eps, exact = _linear_case()
     assert 10 < exact < 90   # a case where both robust and non-robust examples exist
     model = Linear()
-    xa = attacks.apgd_t(model, x, y, eps, 50, targets=9, generator=torch.Generator().manual_seed(0))
+    xa = attacks.apgd_t(model, x, y, eps, steps=50, targets=9, generator=torch.Generator().manual_seed(0))
     assert (xa - x).abs().max() <= eps + 1e-6 and xa.min() >= 0 and xa.max() <= 1
     assert _acc(model, xa, y) == pytest.approx(exact, abs=0.01)   # attacks cannot go below it; APGD-T reaches it
-    assert _acc(model, attacks.apgd(model, x, y, eps, 50), y) >= exact - 0.01
+    assert _acc(model, attacks.apgd(model, x, y, eps, steps=50), y) >= exact - 0.01
 
 
 def test_dlr_sees_through_a_saturated_softmax_where_ce_gradients_vanish():
@@ -78,7 +78,7 @@ def test_dlr_sees_through_a_saturated_softmax_where_ce_gradients_vanish():
     x, y, eps, exact = _linear_case()
     masked = Linear(scale=1e6)
     assert attacks.input_grad(masked, x, y).abs().max() == 0
-    pgd_acc = _acc(masked, attacks.pgd(masked, x, y, eps, eps / 4, 20), y)
+    pgd_acc = _acc(masked, attacks.pgd(masked, x, y, eps, step=eps / 4, steps=20), y)
     assert pgd_acc > exact + 20
     assert attack_stats(masked, parse_attack("apgd:50"), x, y, eps)["acc"] == pytest.approx(exact, abs=0.01)
 
@@ -91,15 +91,15 @@ def test_evaluation_specs():
         with pytest.raises(ValueError, match="cannot parse"):
             parse_attack(bad)
     for bad in ("apgd-t:10:0", "apgd:10:11", "apgd-ce:0"):
-        with pytest.raises(ValueError, match=r"targets in \[1, 9\]"):
+        with pytest.raises(ValueError, match=r"out of range .*targets in \[1, 9\]"):
             parse_attack(bad)
 
 
 @pytest.mark.parametrize("call", [
-    lambda m, x, y: attacks.apgd(m, x, y, 0.3, 0),
-    lambda m, x, y: attacks.apgd(m, x, y, 0.3, 10, loss="hinge"),
-    lambda m, x, y: attacks.apgd(m, x, y, 0.3, 10, loss="dlr-t"),
-    lambda m, x, y: attacks.apgd_t(m, x, y, 0.3, 10, targets=10),
+    lambda m, x, y: attacks.apgd(m, x, y, 0.3, steps=0),
+    lambda m, x, y: attacks.apgd(m, x, y, 0.3, steps=10, loss="hinge"),
+    lambda m, x, y: attacks.apgd(m, x, y, 0.3, steps=10, loss="dlr-t"),
+    lambda m, x, y: attacks.apgd_t(m, x, y, 0.3, steps=10, targets=10),
     lambda m, x, y: attacks.apgd(m, x, y, 1.5),
 ])
 def test_bad_arguments(call, small_batch):
@@ -112,8 +112,8 @@ def test_against_torchattacks(trained_lenet, mnist_test):
     torchattacks = pytest.importorskip("torchattacks")
     x, y = mnist_test.tensors(200)
     gen = torch.Generator().manual_seed(0)
-    ours_ce = _acc(trained_lenet, attacks.apgd(trained_lenet, x, y, 0.15, 50, generator=gen), y)
-    ours_t = _acc(trained_lenet, attacks.apgd_t(trained_lenet, x, y, 0.15, 50, targets=3, generator=gen), y)
+    ours_ce = _acc(trained_lenet, attacks.apgd(trained_lenet, x, y, 0.15, steps=50, generator=gen), y)
+    ours_t = _acc(trained_lenet, attacks.apgd_t(trained_lenet, x, y, 0.15, steps=50, targets=3, generator=gen), y)
     theirs_ce = _acc(trained_lenet, torchattacks.APGD(trained_lenet, eps=0.15, steps=50, seed=0)(x, y), y)
     ta_t = torchattacks.APGDT(trained_lenet, eps=0.15, steps=50, n_classes=10, seed=0)
     ta_t.n_target_classes = 3
@@ -163,24 +163,24 @@ def test_apgd_t_on_2_or_3_classes_uses_the_targeted_cross_entropy_and_still_reac
     net, x, y, eps, exact = _few_classes(k)
     assert 10 < exact < 90
     with caplog.at_level("INFO", logger="gmreg_lab.attacks"):
-        xa = attacks.apgd_t(net, x, y, eps, 50, targets=k - 1, generator=torch.Generator().manual_seed(0))
+        xa = attacks.apgd_t(net, x, y, eps, steps=50, targets=k - 1, generator=torch.Generator().manual_seed(0))
     assert "targeted cross-entropy instead of targeted DLR" in caplog.text
     assert (xa - x).abs().max() <= eps + 1e-6
     one = 100 / len(y)   # the target's cross-entropy is not the margin itself: it may miss a borderline example
     assert exact - 0.01 <= _acc(net, xa, y) <= exact + one + 0.01
     assert exact - 0.01 <= attack_stats(net, parse_attack(f"apgd:50:{k - 1}"), x, y, eps)["acc"] <= exact + one + 0.01
     with pytest.raises(ValueError, match=rf"targets must be an integer in \[1, {k - 1}\] \(the model has {k}"):
-        attacks.apgd_t(net, x, y, eps, 5, targets=9)
+        attacks.apgd_t(net, x, y, eps, steps=5, targets=9)
     if k == 2:
         with pytest.raises(ValueError, match="DLR loss needs at least 3 classes"):
-            attacks.apgd(net, x, y, eps, 5, loss="dlr")
+            attacks.apgd(net, x, y, eps, steps=5, loss="dlr")
 
 
 def test_targeted_losses_take_targets_and_only_they():
     net, x, y, eps, _ = _few_classes(3, n=8)
     with pytest.raises(ValueError, match="need target classes"):
-        attacks.apgd(net, x, y, eps, 5, loss="ce-t")
+        attacks.apgd(net, x, y, eps, steps=5, loss="ce-t")
     with pytest.raises(ValueError, match="need target classes"):
-        attacks.apgd(net, x, y, eps, 5, loss="ce", target=(y + 1) % 3)
-    xa = attacks.apgd(net, x, y, eps, 5, loss="ce-t", target=(y + 1) % 3)
+        attacks.apgd(net, x, y, eps, steps=5, loss="ce", target=(y + 1) % 3)
+    xa = attacks.apgd(net, x, y, eps, steps=5, loss="ce-t", target=(y + 1) % 3)
     assert (xa - x).abs().max() <= eps + 1e-6

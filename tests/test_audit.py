@@ -10,8 +10,8 @@ import pytest
 import torch
 
 import gmreg_lab as gl
-from gmreg_lab.audit import audit, load_any_model
-from gmreg_lab.cli import main
+from gmreg_lab.runners.audit import audit, load_any_model
+from gmreg_lab.views.cli import main
 
 ROOT = Path(__file__).resolve().parent.parent
 FAST = ["--limit", "32", "--steps", "10", "--square-queries", "50", "--device", "cpu"]
@@ -171,7 +171,7 @@ def test_audit_of_a_three_class_torchscript_model_writes_its_report(tmp_path):
 
 
 def test_preflight_errors_are_one_line(tmp_path, capsys):
-    from gmreg_lab.audit import preflight
+    from gmreg_lab.runners.audit import preflight
 
     net, x, y = _tiny_data(k=3)
 
@@ -210,7 +210,7 @@ def test_preflight_errors_are_one_line(tmp_path, capsys):
 
 
 def test_preflight_notes_few_classes_and_a_dynamic_defence():
-    from gmreg_lab.audit import preflight
+    from gmreg_lab.runners.audit import preflight
 
     net, x, y = _tiny_data(k=2)
     pre = preflight(net, x, y)
@@ -229,7 +229,7 @@ def test_preflight_notes_few_classes_and_a_dynamic_defence():
 
 
 def test_verdict_never_calls_label_leaking_or_an_unconverged_attack_masking():
-    from gmreg_lab.audit import verdict
+    from gmreg_lab.runners.audit import verdict
 
     checks = [{"name": "no_label_leaking", "passed": False, "kind": "leaking"},
               {"name": "more_steps_and_restarts_dont_help", "passed": False},        # saved before kinds existed

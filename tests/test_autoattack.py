@@ -22,7 +22,7 @@ class _Quantised(torch.nn.Module):
 def test_square_matches_torchattacks(trained_lenet, mnist_test):
     ta = pytest.importorskip("torchattacks")
     x, y = mnist_test.tensors(200)
-    ours = attacks.square(trained_lenet, x, y, 0.1, 200, generator=torch.Generator().manual_seed(0))
+    ours = attacks.square(trained_lenet, x, y, 0.1, queries=200, generator=torch.Generator().manual_seed(0))
     theirs = ta.Square(trained_lenet, norm="Linf", eps=0.1, n_queries=200, n_restarts=1, seed=0)(x, y)
     acc = lambda xa: (trained_lenet(xa).argmax(1) == y).float().mean().item() * 100  # noqa: E731
     assert (ours - x).abs().max() <= 0.1 + 1e-6 and ours.min() >= 0 and ours.max() <= 1
@@ -35,8 +35,8 @@ def test_square_sees_through_a_zero_gradient_that_stops_pgd(trained_lenet, mnist
     masked = _Quantised(trained_lenet).eval()
     acc = lambda xa: (masked(xa).argmax(1) == y).float().mean().item() * 100  # noqa: E731
     assert attacks.input_grad(masked, x, y).abs().max() == 0, "the gradient really is hidden"
-    pgd = acc(attacks.pgd(masked, x, y, 0.3, 0.01, 40, random_start=False))
-    sq = acc(attacks.square(masked, x, y, 0.3, 300, generator=torch.Generator().manual_seed(0)))
+    pgd = acc(attacks.pgd(masked, x, y, 0.3, step=0.01, steps=40, random_start=False))
+    sq = acc(attacks.square(masked, x, y, 0.3, queries=300, generator=torch.Generator().manual_seed(0)))
     assert pgd >= acc(x) - 1, "a gradient attack cannot move"
     assert sq < pgd - 30, (sq, pgd)
 

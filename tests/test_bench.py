@@ -4,7 +4,7 @@ import pytest
 import torch
 
 import gmreg_lab as gl
-from gmreg_lab.bench import _reference_proposed_step, bench, format_bench, summarise
+from gmreg_lab.runners.bench import _reference_proposed_step, bench, format_bench, summarise
 
 
 def test_summary_ratios_compare_like_with_like():
@@ -65,7 +65,7 @@ def test_reference_step_is_algorithm_1_as_the_kit_trains_it():
 
 
 def test_bench_variants_and_their_ratio_baselines():
-    from gmreg_lab.bench import _variants
+    from gmreg_lab.runners.bench import _variants
 
     v = _variants(("normal", "eat", "proposed"), cuda_graphs=True, compiled=True)
     assert v["proposed+graph"] == ("proposed", True, False, "fp32")

@@ -1,5 +1,5 @@
-"""The executed course (``./kit.sh course``, gmreg_lab/course.py): its pages are static and small, and every committed
-page is current (made from the notebook as it is now)."""
+"""The executed course (``./kit.sh course``, gmreg_lab/runners/course.py): its pages are static and small, and
+every committed page is current (made from the notebook as it is now)."""
 import json
 import re
 from pathlib import Path
@@ -9,7 +9,7 @@ import plotly.graph_objects as go
 import plotly.io as pio
 import pytest
 
-from gmreg_lab import course
+from gmreg_lab.runners import course
 
 ROOT = Path(__file__).resolve().parent.parent
 COURSE = ROOT / "course"
@@ -52,7 +52,7 @@ def _manifest():
 
 def test_committed_course_is_current_or_says_it_is_not_and_small():
     """Every page was made from its notebook as it is now, or carries the "out of date" banner for exactly the
-    notebook as it is now (``python -m gmreg_lab.course --mark-stale``): a learner is never shown a stale page
+    notebook as it is now (``python -m gmreg_lab.runners.course --mark-stale``): a learner is never shown a stale page
     unwarned."""
     manifest = _manifest()
     unmarked = {}
@@ -65,7 +65,7 @@ def test_committed_course_is_current_or_says_it_is_not_and_small():
             unmarked[name] = e["notebook"]
     assert not unmarked, (f"notebooks changed after their course page was made: {unmarked}; rerun "
                           f"`./kit.sh course --only {','.join(n[:2] for n in unmarked)}` (or, until the course is "
-                          f"re-made, `python -m gmreg_lab.course --mark-stale`)")
+                          f"re-made, `python -m gmreg_lab.runners.course --mark-stale`)")
     for e in manifest.values():
         page = COURSE / e["html"]
         assert page.exists(), page

@@ -3,19 +3,46 @@ import re
 import pytest
 import torch
 
-from gmreg_lab import evaluate as evaluate_mod
 from gmreg_lab.evaluate import (Attack, attack_stats, check_adversary, ensemble, evaluate, format_table, outcomes,
                                 parse_attack, sweep, worst_case)
 
 
 def test_parse_attack_specs():
-    assert parse_attack("pgd:40") == Attack("pgd", 40, 0.01, 1)
-    assert parse_attack("pgd:100:0.02:5") == Attack("pgd", 100, 0.02, 5)
+    assert parse_attack("pgd:40") == Attack("pgd", steps=40, step=0.01, restarts=1)
+    assert parse_attack("pgd:100:0.02:5") == Attack("pgd", steps=100, step=0.02, restarts=5)
+    assert parse_attack("pgd:100:0.02:5").label == "pgd-100x5" and parse_attack("pgd:40").label == "pgd-40"
     assert parse_attack("ifgsm:40").label == "ifgsm-40"
     assert parse_attack("rfgsm:0.05") == Attack("rfgsm", alpha=0.05)
-    for bad in ("pgd", "pgd:x", "fgsm:3", "ifgsm:3:0.1", "pgd:0"):
+    assert parse_attack("rfgsm", "cifar10").get("alpha") == pytest.approx(2 / 255)
+    assert parse_attack("apgd-t:100:3").label == "apgd-t-100x3" and parse_attack("apgd:50").label == "apgd-50"
+    assert parse_attack("square:300").label == "square-300" and parse_attack("fgsm").label == "fgsm"
+    for bad in ("pgd", "pgd:x", "fgsm:3", "ifgsm:3:0.1", "pgd:0", "pgd:10:2", "apgd-t:10:10", "square:1.5", "bim:3"):
         with pytest.raises(ValueError):
             parse_attack(bad)
+
+
+def test_an_attack_is_a_name_and_checked_settings_and_runs_through_the_table(trained_lenet, small_batch):
+    """Attack(name, **settings) refuses a setting its function does not take, is immutable and hashable, and its
+    run() is the table's function called with those settings."""
+    import torch
+
+    from gmreg_lab import attacks
+
+    with pytest.raises(ValueError, match="no setting alpha"):
+        Attack("pgd", steps=3, alpha=0.1)
+    with pytest.raises(ValueError, match="needs the setting.* step"):
+        Attack("pgd", steps=3)
+    a = Attack("pgd", steps=3, step=0.05)
+    with pytest.raises(AttributeError):
+        a.name = "fgsm"
+    assert {a: 1}[Attack("pgd", step=0.05, steps=3)] == 1
+    x, y = small_batch[0][:8], small_batch[1][:8]
+    got = a.run(trained_lenet, x, y, 0.3, generator=torch.Generator().manual_seed(0))
+    assert torch.equal(got, attacks.pgd(trained_lenet, x, y, 0.3, steps=3, step=0.05,
+                                        generator=torch.Generator().manual_seed(0)))
+    assert torch.equal(Attack("rfgsm", alpha=0.2).run(trained_lenet, x, y, 0.1, generator=torch.Generator()
+                                                      .manual_seed(0)),
+                       attacks.rfgsm(trained_lenet, x, y, 0.1, alpha=0.1, generator=torch.Generator().manual_seed(0)))
 
 
 def test_tables_early_stop_and_report_no_fake_loss(trained_lenet, small_batch):
@@ -84,8 +111,14 @@ def test_kit_attacks_are_checked_in_attack_stats_and_worst_case(monkeypatch):
     """The same check runs after the kit's own attacks: a deliberately broken FGSM / PGD is caught and named."""
     model, x, y = _tiny()
     assert attack_stats(model, Attack("fgsm"), x, y, 0.1)["acc"] <= 100      # the real ones pass
-    monkeypatch.setattr(evaluate_mod, "fgsm", lambda m, xb, yb, eps: (xb + 2 * eps).clamp(0, 1))
-    monkeypatch.setattr(evaluate_mod, "pgd", lambda m, xb, yb, eps, *a, **k: xb + float("inf"))
+    import functools
+
+    from gmreg_lab import attacks
+
+    def broken(real, make):   # the real attack's signature (functools.wraps), a wrong answer
+        return functools.wraps(real)(lambda m, xb, yb, eps, **k: make(xb, eps))
+    monkeypatch.setitem(attacks.ATTACKS, "fgsm", broken(attacks.fgsm, lambda xb, eps: (xb + 2 * eps).clamp(0, 1)))
+    monkeypatch.setitem(attacks.ATTACKS, "pgd", broken(attacks.pgd, lambda xb, eps: xb + float("inf")))
     with pytest.raises(ValueError, match="attack 'fgsm' moved a pixel"):
         attack_stats(model, Attack("fgsm"), x, y, 0.1)
     with pytest.raises(ValueError, match="attack 'pgd-10' returned .*NaN or Inf"):

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 import gmreg_lab as gl
-from gmreg_lab import lab
+from gmreg_lab.views import lab
 from gmreg_lab.fixtures import make_cifar10_fixture
 
 
@@ -151,7 +151,7 @@ def test_cached_train_many_trains_side_by_side_then_returns_the_cached_runs(tmp_
     threads = torch.get_num_threads()
     torch.set_num_threads(2)
     try:
-        with caplog.at_level("INFO", logger="gmreg_lab.lab"):
+        with caplog.at_level("INFO", logger="gmreg_lab.views.lab"):
             many = lab.cached_train_many(cfgs, root=tmp_path, jobs=2)
     finally:
         torch.set_num_threads(threads)
@@ -165,7 +165,7 @@ def test_cached_train_many_trains_side_by_side_then_returns_the_cached_runs(tmp_
         for a, b in zip(one.last_model.parameters(), many[name].last_model.parameters()):
             assert torch.equal(a, b)
     caplog.clear()
-    with caplog.at_level("INFO", logger="gmreg_lab.lab"):
+    with caplog.at_level("INFO", logger="gmreg_lab.views.lab"):
         again = lab.cached_train_many(cfgs, root=tmp_path, jobs=2)
     assert not any("processes" in r.getMessage() for r in caplog.records), "nothing left to train"
     assert again["fgsm"].history == many["fgsm"].history

@@ -19,7 +19,7 @@ def _axes(model, x, y, eps, seed=0, pgd_steps=40):
     and v = the PGD perturbation minus its u-component, scaled to L-inf norm 1; and the PGD adversary."""
     x_f = gl.attacks.fgsm(model, x, y, eps)
     u = (x_f - x) / eps
-    x_p = gl.attacks.pgd(model, x, y, eps, 2.5 * eps / pgd_steps, pgd_steps,
+    x_p = gl.attacks.pgd(model, x, y, eps, step=2.5 * eps / pgd_steps, steps=pgd_steps,
                          generator=torch.Generator().manual_seed(seed + 2))
     d = x_p - x
     v = d - (d * u).sum() / (u * u).sum() * u
@@ -162,7 +162,7 @@ def test_comparison_panels_share_one_log_colour_scale(small_batch):
 
 def test_landscape_figure_and_explorer_redraw(small_batch, trained_lenet):
     pytest.importorskip("anywidget")
-    from gmreg_lab import widgets
+    from gmreg_lab.views import widgets
 
     x, y = small_batch
     ex = widgets.landscape_explorer({"trained": trained_lenet, "linear": _linear()}, x[:4], y[:4], eps=0.3,
@@ -179,7 +179,7 @@ def test_landscape_figure_and_explorer_redraw(small_batch, trained_lenet):
 
 def test_snapshot_scrubber_redraws_each_kept_iteration(tmp_path, small_batch):
     pytest.importorskip("anywidget")
-    from gmreg_lab import widgets
+    from gmreg_lab.views import widgets
     from conftest import tiny_cfg
 
     gl.train(tiny_cfg(method="fgsm", limit=96), tmp_path / "r", progress=False, snapshot_at=(1, 3))

@@ -35,7 +35,7 @@ def _uniform_by_hand(shape, scale, seed):
 def test_fgsm_rs_by_hand():
     model, x, y = _linear()
     eps, step = 0.2, 0.25
-    got = attacks.fgsm_rs(model, x, y, eps, step, generator=torch.Generator().manual_seed(3))
+    got = attacks.fgsm_rs(model, x, y, eps, step=step, generator=torch.Generator().manual_seed(3))
     x1 = (x + _uniform_by_hand(x.shape, eps, 3)).clamp(0, 1)
     want = (x1 + step * _grad_by_hand(model, x1, y).sign())
     want = torch.min(torch.max(want, x - eps), x + eps).clamp(0, 1)      # projection: the ball, then [0, 1]
@@ -128,7 +128,7 @@ def test_gradalign_step_runs_in_fp32_under_bf16_autocast():
 
 @pytest.mark.parametrize("method", ["fgsm_rs", "nfgsm", "gradalign"])
 def test_new_methods_through_the_cli(method, tmp_path):
-    from gmreg_lab.cli import main
+    from gmreg_lab.views.cli import main
 
     out = tmp_path / method
     assert main(["train", "--method", method, "--out", str(out), "--limit", "64", "--val-size", "200",
@@ -285,11 +285,12 @@ def test_fgsm_rs_unclipped_start_by_hand():
     projected on the ball and [0, 1]."""
     model, x, y = _linear()
     eps, step = 0.3, 0.375
-    got = attacks.fgsm_rs(model, x, y, eps, step, generator=torch.Generator().manual_seed(3), clip_start=False)
+    got = attacks.fgsm_rs(model, x, y, eps, step=step, generator=torch.Generator().manual_seed(3), clip_start=False)
     x1 = x + _uniform_by_hand(x.shape, eps, 3)
     want = torch.min(torch.max(x1 + step * _grad_by_hand(model, x1, y).sign(), x - eps), x + eps).clamp(0, 1)
     assert torch.allclose(got, want, atol=1e-6)
-    assert not torch.allclose(got, attacks.fgsm_rs(model, x, y, eps, step, generator=torch.Generator().manual_seed(3)))
+    assert not torch.allclose(got, attacks.fgsm_rs(model, x, y, eps, step=step,
+                                                   generator=torch.Generator().manual_seed(3)))
 
 
 def test_cyclic_schedule_is_wong_et_al_s():
@@ -321,3 +322,27 @@ def test_wong_recipe_resumes_bit_for_bit(tmp_path, one_thread):
     sf, sr = full.last_model.state_dict(), resumed.last_model.state_dict()
     assert all(torch.equal(sf[k], sr[k]) for k in sf)
     assert gl.load_model(tmp_path / "full").arch == "wong_cnn"
+
+
+@pytest.mark.parametrize("method", gl.config.METHODS)
+def test_standalone_step_is_the_methods_training_iteration(method):
+    """training.standalone_step (what bench, gl.lab.estimate_seconds and benchmarks/thread_overhead.py time) runs
+    the method's own step: the loss it returns is the step table's loss on the same model, weights and noise, and
+    the weights move. EAT gets a static source built for it."""
+    cfg = gl.TrainConfig(dataset="mnist", method=method, batch_size=8, precision="fp32",
+                         eat_sources=("unused: standalone_step builds its own",) if method == "eat" else ())
+    x, y = torch.rand(8, 1, 28, 28, generator=torch.Generator().manual_seed(0)), torch.arange(8) % 10
+    torch.manual_seed(0)
+    step = gl.training.standalone_step(cfg, torch.device("cpu"), seed=3)
+    before = [p.detach().clone() for p in step.model.parameters()]
+    torch.manual_seed(0)
+    model, opt = gl.training.make_model(cfg, torch.device("cpu"))
+    sources = [gl.models.build(cfg.model, cfg.dataset, cfg.normalize).eval().requires_grad_(False)] \
+        if method == "eat" else []
+    ctx = gl.training.StepContext(model, cfg, torch.Generator().manual_seed(3), sources)
+    step.model.train()
+    model.train()
+    loss, _ = step(x, y)
+    want, _ = gl.training.make_step(ctx, opt, torch.device("cpu"), graphs=False, compiled=False)(x, y)
+    assert torch.isfinite(loss) and float(loss) == pytest.approx(float(want), rel=1e-5)
+    assert any(not torch.equal(a, b) for a, b in zip(before, step.model.parameters()))

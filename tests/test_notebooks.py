@@ -106,30 +106,44 @@ def test_notebooks_use_gl_and_the_core_implementations(path):
         assert not REMOVED_HELPERS.search(c.source), f"{path.name}: a removed lab helper:\n{c.source}"
 
 
+def _with_solutions(path: Path, dest: Path) -> int:
+    """``path`` with every exercise solution appended as a cell printing "solution N ran"; returns how many."""
+    src = nbformat.read(path, as_version=4)
+    sols = solutions(src)
+    for i, code in enumerate(sols, 1):
+        src.cells.append(nbformat.v4.new_code_cell(code + f"\nprint('solution {i} ran')"))
+    nbformat.write(src, dest)
+    return len(sols)
+
+
 @pytest.mark.slow
-def test_nbval_runs_a_notebook_cell_by_cell(tmp_path):
-    """nbval's kind of check, for the first notebook: a plain kernel (the smoke switch from the environment, no
-    papermill parameters), every cell a test item. The other notebooks run once, under papermill, below."""
+def test_nbval_runs_the_first_notebook_and_its_solutions_cell_by_cell(tmp_path):
+    """``pytest --nbval`` on notebook 01 and its exercise solutions: a plain kernel (the smoke switch from the
+    environment, no papermill parameters), every cell a test item. Notebook 01 runs only here; the others run once,
+    under papermill, below."""
     pytest.importorskip("nbval")
+    dest = tmp_path / NOTEBOOKS[0].name
+    n = _with_solutions(NOTEBOOKS[0], dest)
     env = {**os.environ, "GMREG_SMOKE": "1"}
     r = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "--nbval-lax",
-                        "--nbval-current-env", str(NOTEBOOKS[0])], cwd=ROOT, env=env, capture_output=True,
-                       text=True, timeout=600)
+                        "--nbval-current-env", "--rootdir", str(tmp_path), str(dest)], cwd=NB_DIR, env=env,
+                       capture_output=True, text=True, timeout=600)
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-2000:]
-    assert " passed" in r.stdout and "failed" not in r.stdout
+    cells = sum(1 for c in nbformat.read(dest, as_version=4).cells if c.cell_type == "code")
+    assert f"{cells} passed" in r.stdout and "failed" not in r.stdout and n >= 1, r.stdout[-2000:]
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("path", NOTEBOOKS, ids=_ids)
+@pytest.mark.parametrize("path", NOTEBOOKS[1:], ids=_ids)
 def test_notebook_runs_in_smoke_mode(path, tmp_path):
-    """Runs the notebook, then every exercise solution of it in the same kernel (so solutions never rot)."""
+    """Runs the notebook, then every exercise solution of it in the same kernel (so solutions never rot). Notebook
+    01 runs under nbval instead (above)."""
     pm = pytest.importorskip("papermill")
     src = nbformat.read(path, as_version=4)
     n_cells = len(src.cells)
-    for i, code in enumerate(solutions(src), 1):
-        src.cells.append(nbformat.v4.new_code_cell(code + f"\nprint('solution {i} ran')"))
     withsol = tmp_path / f"with_solutions_{path.name}"
-    nbformat.write(src, withsol)
+    _with_solutions(path, withsol)
+    src = nbformat.read(withsol, as_version=4)
     out = tmp_path / path.name
     pm.execute_notebook(str(withsol), str(out), parameters={"SMOKE": True}, kernel_name="python3",
                         cwd=str(path.parent), progress_bar=False, store_widget_state=False)

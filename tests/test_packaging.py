@@ -32,4 +32,4 @@ def test_environment_yml_matches_pyproject():
 
 def test_console_script_is_declared():
     pp = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
-    assert pp["scripts"]["gmreg-lab"] == "gmreg_lab.cli:main"
+    assert pp["scripts"]["gmreg-lab"] == "gmreg_lab.views.cli:main"

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 go = pytest.importorskip("plotly.graph_objects")
-from gmreg_lab import plots
+from gmreg_lab.views import plots
 
 ROWS = [{"event": "log", "iteration": i, "loss": 2.0 / i, "ce": 1.5 / i, "reg": 0.1 * i, "logit_dist": 0.5 * i,
          "acc_clean": 50 + i, "acc_fgsm": 40 + 2 * i, "acc_pgd": 30 - i, "loss_fgsm": 1.0, "loss_pgd": 1.0 + i}
@@ -18,7 +18,7 @@ SWEEP = {"eps": [0.0, 0.1, 0.3], "fgsm": {"acc": [99.0, 60.0, 20.0], "loss": [0.
 
 
 def test_compute_modules_never_import_plotly_or_ipywidgets():
-    code = ("import sys, gmreg_lab, gmreg_lab.lab, gmreg_lab.fixtures; "
+    code = ("import sys, gmreg_lab, gmreg_lab.views.lab, gmreg_lab.fixtures; "
             "bad = [m for m in ('plotly', 'ipywidgets', 'anywidget') if m in sys.modules]; "
             "assert not bad, bad; import gmreg_lab as gl; gl.plots; assert 'plotly' in sys.modules")
     subprocess.run([sys.executable, "-c", code], check=True)

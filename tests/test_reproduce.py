@@ -4,16 +4,23 @@ from pathlib import Path
 import pytest
 
 import gmreg_lab as gl
-from gmreg_lab.reproduce import reproduce
+from gmreg_lab.runners.reproduce import reproduce
 from conftest import tiny_cfg
 
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def test_smoke_reproduction_writes_tables_and_is_cached(tmp_path):
-    pytest.importorskip("torchattacks")
-    out = tmp_path / "r"
-    s = reproduce("mnist", "smoke", out, methods="fgsm,proposed,static_a", progress=False, figures=False)
+@pytest.fixture(scope="module")
+def smoke_repro(tmp_path_factory):
+    """One smoke reproduction (FGSM-AT, the proposed method, one static source) shared by the tests below:
+    ``(out, summary)``. A test that changes the folder works on a copy."""
+    pytest.importorskip("torchattacks")   # the smoke scale runs the cross-check too
+    out = tmp_path_factory.mktemp("smoke-repro") / "r"
+    return out, reproduce("mnist", "smoke", out, methods="fgsm,proposed,static_a", progress=False)
+
+
+def test_smoke_reproduction_writes_tables_and_is_cached(smoke_repro):
+    out, s = smoke_repro
     assert set(s["table3"]) == {"fgsm", "proposed"}
     assert set(s["table5"]) == {"static_a->proposed"}
     cc = s["crosscheck"]["proposed"]
@@ -97,14 +104,15 @@ def test_cifar10_reproduction_runs_on_the_fixture(tmp_path):
     assert s["masking"]["proposed"]["checks"]
 
 
-def test_a_run_without_its_early_snapshot_skips_that_sweep_only(tmp_path):
+def test_a_run_without_its_early_snapshot_skips_that_sweep_only(smoke_repro, tmp_path):
     """A run trained before snapshots were asked for (or by plain `train`) still reproduces: the early-checkpoint
     sweep is skipped and listed, everything else is computed."""
     from gmreg_lab.runs import checkpoint_path, load_checkpoint, save_checkpoint
 
-    pytest.importorskip("torchattacks")   # the smoke scale runs the cross-check too
+    import shutil
+
     out = tmp_path / "r"
-    reproduce("mnist", "smoke", out, methods="proposed", progress=False, figures=False)
+    shutil.copytree(smoke_repro[0], out)
     ckpt = load_checkpoint(out / "runs" / "proposed")
     ckpt.pop("format")
     ckpt["snapshots"] = {}
@@ -146,7 +154,7 @@ def test_committed_paper_scale_row_matches_the_paper():
 def test_tables_pair_each_column_with_the_paper_value_of_the_same_attack():
     """Cached evaluations come back with their keys sorted (pgd-100 before pgd-40): the table must still put the
     paper's PGD-40 number (89.48) under PGD-40 and its PGD-100 number (87.74) under PGD-100."""
-    from gmreg_lab.report_tables import render_markdown
+    from gmreg_lab.runners.report_tables import render_markdown
 
     sc = {"eval_limit": None, "attacks": "clean,fgsm,ifgsm:40,pgd:40,pgd:100"}
     cols = {"clean": 98.0, "fgsm": 94.0, "ifgsm-40": 90.0, "pgd-100": 86.0, "pgd-40": 89.0}   # sorted, as cached

@@ -13,11 +13,12 @@ import pytest
 import torch
 
 import gmreg_lab as gl
-from gmreg_lab import jobs
+from gmreg_lab.runners import jobs
 from conftest import tiny_cfg
 
 ROOT = Path(__file__).resolve().parent.parent
-TINY_ARGS = ["--limit", "256", "--val-size", "200", "--log-every", "4", "--no-progress"]
+TINY_ARGS = ["--limit", "256", "--val-size", "200", "--log-every", "4", "--probe-size", "32", "--probe-pgd-steps", "2",
+             "--no-progress"]
 
 
 def _env(**extra):
@@ -109,7 +110,8 @@ def test_two_ranks_train_what_one_process_trains(tmp_path):
 
 # 16 iterations an epoch, probes and model selection on 50 validation images: an epoch takes seconds, so the first
 # checkpoint leaves seven epochs in which to kill a rank, and the resume stays short (issue 23: under a minute)
-KILL_ARGS = ["--limit", "512", "--val-size", "50", "--log-every", "8", "--no-progress"]
+KILL_ARGS = ["--limit", "512", "--val-size", "50", "--log-every", "8", "--probe-size", "32", "--probe-pgd-steps", "2",
+             "--no-progress"]
 
 
 @pytest.mark.slow

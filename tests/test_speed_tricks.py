@@ -28,7 +28,7 @@ def test_bf16_training_tracks_fp32():
 def test_bf16_evaluation_keeps_pgd_accuracy_within_one_point(trained_lenet, mnist_test):
     """bf16 numerics checked on any CPU, small enough for one that emulates bf16 (about ten times slower)."""
     x, y = mnist_test.tensors(400)
-    atk = Attack("pgd", 20, 0.01)
+    atk = Attack("pgd", steps=20, step=0.01)
     fp32 = attack_stats(trained_lenet, atk, x, y, 0.1, precision="fp32")["acc"]
     bf16 = attack_stats(trained_lenet, atk, x, y, 0.1, precision="bf16")["acc"]
     assert 5 < fp32 < 95, "pick an eps where the attack is neither trivial nor hopeless"
@@ -98,7 +98,7 @@ def test_cudnn_autotune_is_on_while_training_on_cuda_and_restored_after():
 def test_bench_refuses_cuda_graphs_without_a_gpu():
     if torch.cuda.is_available():
         pytest.skip("a GPU is present")
-    from gmreg_lab.bench import bench
+    from gmreg_lab.runners.bench import bench
     with pytest.raises(ValueError, match="CUDA"):
         bench(device="cpu", cuda_graphs=True, batches=1, rounds=1)
 

@@ -28,10 +28,13 @@ def test_collapse_is_a_fall_that_lasts_after_real_robustness():
 @pytest.mark.slow
 def test_peers_suite_smoke_writes_every_cell_and_is_cached(tmp_path):
     pytest.importorskip("plotly")
-    from gmreg_lab.suite import peers
+    from gmreg_lab.runners.suite import peers
 
     out = tmp_path / "s"
-    s = peers("smoke", out, methods="fgsm,proposed,fgsm_rs,nfgsm,gradalign", progress=False, jobs=1)
+    from gmreg_lab.views.report_figures import write_suite_figures
+
+    s = peers("smoke", out, methods="fgsm,proposed,fgsm_rs,nfgsm,gradalign", progress=False, jobs=1,
+              figures=write_suite_figures)
     assert set(s["results"]) == {f"{m}_eps{e:g}" for m in ("fgsm", "proposed", "fgsm_rs", "nfgsm", "gradalign")
                                  for e in (0.1, 0.3)}
     for r in s["results"].values():
@@ -48,7 +51,7 @@ def test_peers_suite_smoke_writes_every_cell_and_is_cached(tmp_path):
 
 
 def test_unknown_suite_method_or_scale_is_a_clear_error(tmp_path):
-    from gmreg_lab.suite import peers
+    from gmreg_lab.runners.suite import peers
 
     with pytest.raises(ValueError, match="unknown suite method"):
         peers("smoke", tmp_path, methods="fgsm,magic")
@@ -63,7 +66,7 @@ def test_committed_quick_suite_is_complete_and_says_what_the_readme_says():
     if not (root / "suite.json").exists():
         pytest.skip("no committed peers suite")
     s = json.loads((root / "suite.json").read_text())
-    from gmreg_lab.suite import PEERS, SUITE_SCALES, suite_runs
+    from gmreg_lab.runners.suite import PEERS, SUITE_SCALES, suite_runs
     assert s["scale"] == "quick" and set(s["methods"]) == set(PEERS)
     assert set(s["results"]) == set(suite_runs("mnist", SUITE_SCALES["quick"]))
     for name, r in s["results"].items():
@@ -76,7 +79,7 @@ def test_committed_quick_suite_is_complete_and_says_what_the_readme_says():
     res = lambda m, e: s["results"][f"{m}_eps{e:g}"]          # noqa: E731
     # README: FGSM-AT collapses at eps 0.3, the proposed method does not, and keeps the lowest logit distance there
     # among the runs that learned (N-FGSM's 0.00 there is a constant predictor's)
-    from gmreg_lab.report_tables import lowest_logit_distance, result_did_not_learn
+    from gmreg_lab.runners.report_tables import lowest_logit_distance, result_did_not_learn
     assert res("fgsm", 0.3)["collapse"]["collapsed"] and not res("proposed", 0.3)["collapse"]["collapsed"]
     assert result_did_not_learn(res("nfgsm", 0.3))
     assert lowest_logit_distance(s["results"], 0.3)[0] == "proposed_eps0.3"
@@ -86,7 +89,7 @@ def test_committed_quick_suite_is_complete_and_says_what_the_readme_says():
 
 # --- runs that did not learn ----------------------------------------------------------------------------------------
 def test_did_not_learn_flags_constant_predictors():
-    from gmreg_lab.report_tables import did_not_learn
+    from gmreg_lab.runners.report_tables import did_not_learn
 
     assert did_not_learn(13.7, majority_pct=13.7, top_pred_pct=100.0)       # N-FGSM at eps 0.3 (quick suite)
     assert did_not_learn(16.0, majority_pct=11.35)                           # within 5 points of the majority rate
@@ -99,7 +102,7 @@ def test_did_not_learn_flags_constant_predictors():
 def test_class_shares_of_a_constant_model(small_batch):
     import torch
 
-    from gmreg_lab.suite import class_shares
+    from gmreg_lab.runners.suite import class_shares
 
     x, y = small_batch
 
@@ -124,7 +127,7 @@ def _res(method, clean, worst, dist, **kw):
 
 
 def test_suite_md_never_prints_a_dead_run_as_robust_and_its_distance_claim_ignores_it():
-    from gmreg_lab.report_tables import render_suite
+    from gmreg_lab.runners.report_tables import render_suite
 
     text = render_suite(_summary({
         "proposed": _res("proposed", 97.7, 70.0, 0.13, majority_pct=13.7, top_pred_pct=12.0),

@@ -11,7 +11,7 @@ import torch
 pytest.importorskip("ipywidgets")
 pytest.importorskip("anywidget")
 import gmreg_lab as gl
-from gmreg_lab import lab, widgets
+from gmreg_lab.views import lab, widgets
 
 
 @pytest.fixture(scope="module")

@@ -1,6 +1,6 @@
 """Figures of a reproduction (paper Fig. 1-4 and Table 3 as bars), written as one self-contained HTML file.
 
-Built from :mod:`gmreg_lab.plots`; imported only when plotly is installed.
+Built from :mod:`gmreg_lab.views.plots`; imported only when plotly is installed.
 """
 
 from __future__ import annotations
@@ -8,7 +8,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from . import plots
-from .runs import atomic_write_text
+from ..runs import atomic_write_text
 
 
 def build_figures(summary: dict, histories: dict) -> dict:
@@ -67,7 +67,7 @@ def _write_html(figs: dict, title: str, note: str, path: Path) -> Path:
 def build_suite_figures(summary: dict, histories: dict) -> dict:
     """The peers suite: robustness vs eps per method (PGD-40 and the worst case), the logit distance vs eps, the
     PGD probe and the logit distance over training at the largest eps trained, and the cost bars."""
-    from .report_tables import SUITE_NAMES
+    from ..runners.report_tables import SUITE_NAMES
 
     eps_list = summary["scale_settings"]["eps_list"]
     res = summary.get("results", {})

@@ -17,17 +17,16 @@ from typing import Callable, Optional
 
 import torch
 
-from . import data as data_mod
+from .. import data as data_mod
 from . import jobs as jobs_mod
-from . import paper
-from .attacks import apgd, apgd_t, pgd
-from .config import TrainConfig
-from .diagnostics import masking_report
-from .errors import GmregError
-from .evaluate import evaluate, outcomes, sweep, transfer
+from .. import paper
+from ..config import TrainConfig
+from ..diagnostics import masking_report
+from ..errors import GmregError
+from ..evaluate import Attack, evaluate, outcomes, sweep, transfer
 from .report_tables import render_markdown
-from .runs import atomic_write_text, environment_info, load_checkpoint, load_model, log_rows, read_json, write_json
-from .runtime import resolve_device
+from ..runs import atomic_write_text, environment_info, load_checkpoint, load_model, log_rows, read_json, write_json
+from ..runtime import resolve_device
 
 log = logging.getLogger(__name__)
 
@@ -265,7 +264,7 @@ def autoattack_headline(r: Reproduction) -> dict:
     images on a GPU, on the first ``autoattack_cpu`` on a CPU (0: none; hours otherwise). A result cached by an
     earlier call on more images (a GPU run of the same command) is reported instead; the images used are recorded."""
     limit = r.sc.autoattack_gpu if r.dev.type == "cuda" else r.sc.autoattack_cpu
-    from . import autoattack
+    from .. import autoattack
 
     batch = 10_000 if r.dev.type == "cuda" else 500   # one batch per query on a GPU: Square's 5000 queries
 
@@ -284,13 +283,14 @@ def autoattack_headline(r: Reproduction) -> dict:
 
 
 def reproduce(dataset: str = "mnist", scale: str = "quick", out=None, *, methods=None, device="auto",
-              data_dir=None, progress: bool = True, figures: bool = True, jobs: Optional[int] = None,
+              data_dir=None, progress: bool = True, figures=None, jobs: Optional[int] = None,
               shard=None) -> dict:
     """Run (or resume) the reproduction and write its tables; returns the summary dict.
 
     ``jobs``: training runs in parallel processes (default: one per core on a CPU, one on a GPU). ``shard``
     (``"I/N"`` or ``(I, N)``): train only this share of the runs and write no tables; a later call without it
-    finds them cached and writes everything."""
+    finds them cached and writes everything. ``figures``: a writer ``figures(summary, histories, out)`` called after
+    the tables (``gl.report_figures.write_figures``, which the CLI passes; runners never import the views)."""
     if dataset not in SCALES:
         raise GmregError(f"unknown dataset {dataset!r}; valid: {', '.join(SCALES)}")
     if scale not in SCALES[dataset]:
@@ -314,12 +314,7 @@ def reproduce(dataset: str = "mnist", scale: str = "quick", out=None, *, methods
     write_json(out / "summary.json", summary)
     atomic_write_text(out / "TABLES.md", render_markdown(summary, out))
     if figures:
-        try:
-            from .report_figures import write_figures
-        except ImportError:  # plotly missing (e.g. a bare GPU machine): tables only
-            log.warning("plotly is not installed: figures skipped")
-        else:
-            write_figures(summary, r.histories, out)
+        figures(summary, r.histories, out)
     return summary
 
 
@@ -340,10 +335,10 @@ def crosscheck(model, x, y, eps: float, step: float, apgd_targets: int, ours_ste
         raise GmregError("the cross-check needs torchattacks: pip install torchattacks") from None
     model.eval()
     gen = torch.Generator(device=x.device).manual_seed(0)
-    ours = {f"ours_pgd-{k}": (lambda xb, yb, k=k: pgd(model, xb, yb, eps, step, k, generator=gen, early_stop=True))
+    ours = {f"ours_pgd-{k}": Attack("pgd", steps=k, step=step).on(model, eps, generator=gen, early_stop=True)
             for k in ours_steps}
-    ours["ours_apgd-ce"] = lambda xb, yb: apgd(model, xb, yb, eps, apgd_steps, generator=gen)
-    ours["ours_apgd-t"] = lambda xb, yb: apgd_t(model, xb, yb, eps, apgd_steps, targets=apgd_targets, generator=gen)
+    ours["ours_apgd-ce"] = Attack("apgd-ce", steps=apgd_steps).on(model, eps, generator=gen)
+    ours["ours_apgd-t"] = Attack("apgd-t", steps=apgd_steps, targets=apgd_targets).on(model, eps, generator=gen)
     theirs = {
         "torchattacks_pgd-40": torchattacks.PGD(model, eps=eps, alpha=step, steps=40, random_start=True),
         "torchattacks_apgd-ce": torchattacks.APGD(model, norm="Linf", eps=eps, steps=apgd_steps, n_restarts=1,

@@ -13,8 +13,8 @@ import numpy as np
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
-from .errors import GmregError
-from .runs import log_rows
+from ..errors import GmregError
+from ..runs import log_rows
 
 COLORS = {"clean": "#2b8a3e", "fgsm": "#d9480f", "rfgsm": "#f59f00", "pgd": "#1c7ed6", "ifgsm": "#7048e8",
           "loss": "#212529", "ce": "#868e96", "reg": "#c2255c", "logit_dist": "#c2255c"}

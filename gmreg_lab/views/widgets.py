@@ -1,4 +1,5 @@
-"""Interactive widgets on top of :mod:`gmreg_lab.plots` (ipywidgets + plotly ``FigureWidget``, which needs anywidget).
+"""Interactive widgets on top of :mod:`gmreg_lab.views.plots` (ipywidgets + plotly ``FigureWidget``, which needs
+anywidget).
 
 * :func:`attack_explorer` - an eps slider (and attack / image pickers) redraw the clean image, the perturbation, the
   adversarial image and the class probabilities.
@@ -25,13 +26,13 @@ import plotly.graph_objects as go
 import torch
 
 from . import plots
-from . import config
-from .config import TrainConfig
-from .errors import GmregError
-from .evaluate import parse_attack
-from .models import to_model_device
-from .diagnostics import live_verdict
-from .training import train
+from .. import config
+from ..config import TrainConfig
+from ..errors import GmregError
+from ..evaluate import parse_attack
+from ..models import to_model_device
+from ..diagnostics import live_verdict
+from ..training import train
 
 EPS_RANGE = {"mnist": (0.5, 0.01), "cifar10": (16 / 255, 1 / 255)}   # slider max and step, pixel units
 ATTACK_SPECS = {"fgsm": "fgsm", "rfgsm": "rfgsm", "ifgsm": "ifgsm:10", "pgd": "pgd:40"}
@@ -460,7 +461,7 @@ class LandscapeExplorer(_Displayable):
         self.widget = W.VBox([W.HBox([self.model, self.index, self.alpha]), self.fig])
 
     def _compute(self) -> dict:
-        from .landscape import loss_landscape
+        from ..landscape import loss_landscape
 
         i = self.index.value
         return loss_landscape(self.models[self.model.value], self.x[i:i + 1], self.y[i], self.eps,
@@ -519,8 +520,8 @@ def snapshot_scrubber(run_dir, x, y, *, attacks: str = "fgsm,rfgsm,pgd:40", eps_
     """Sweep every snapshot that the run in ``run_dir`` kept (``snapshot_at``) once, then scrub through them."""
     from tqdm.auto import tqdm
 
-    from .evaluate import sweep
-    from .runs import load_checkpoint, load_model
+    from ..evaluate import sweep
+    from ..runs import load_checkpoint, load_model
 
     its = sorted(load_checkpoint(run_dir).get("snapshots") or {})
     if not its:

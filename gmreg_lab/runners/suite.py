@@ -11,7 +11,7 @@ it) and at which iteration, for every method, and the seconds per epoch of each 
 
 The model evaluated for each run is its best-validation epoch (``load_model(which="best")``: the epoch with the best
 I-FGSM-3 accuracy on ``select_size`` validation images, the paper's rule). A run that did not learn (a constant or
-near-constant predictor: :func:`gmreg_lab.report_tables.did_not_learn`) is flagged as such and its attack
+near-constant predictor: :func:`gmreg_lab.runners.report_tables.did_not_learn`) is flagged as such and its attack
 accuracies are not robust accuracies: the report never prints them as one, and leaves it out of "lowest logit
 distance" claims.
 """
@@ -25,25 +25,25 @@ from typing import Optional
 
 import torch
 
-from . import data as data_mod
+from .. import data as data_mod
 from . import jobs as jobs_mod
-from . import paper
-from .config import TrainConfig
-from .diagnostics import COLLAPSE_PEAK, collapse, logit_distance
-from .errors import GmregError
-from .evaluate import evaluate, worst_case
+from .. import paper
+from ..config import TrainConfig
+from ..diagnostics import COLLAPSE_PEAK, collapse, logit_distance
+from ..errors import GmregError
+from ..evaluate import evaluate, worst_case
 from .report_tables import result_did_not_learn
 from .reproduce import Reproduction
-from .runs import atomic_write_text, environment_info, load_checkpoint, log_rows, write_json
-from .runtime import resolve_device
+from ..runs import atomic_write_text, environment_info, load_checkpoint, log_rows, write_json
+from ..runtime import resolve_device
 
 PEERS = ("fgsm", "proposed", "fgsm_rs", "nfgsm", "gradalign", "pgd")
 
 
 def class_shares(model, x, y) -> dict:
     """``{"majority_pct": the most frequent label's share of y, "top_pred_pct": the most predicted class's share
-    of the clean predictions}`` (%), for :func:`gmreg_lab.report_tables.did_not_learn`."""
-    from .models import to_model_device
+    of the clean predictions}`` (%), for :func:`gmreg_lab.runners.report_tables.did_not_learn`."""
+    from ..models import to_model_device
 
     x, y = to_model_device(model, x, y)
     model.eval()
@@ -119,8 +119,10 @@ def _bench(sc: SuiteScale, methods, dev) -> dict:
 
 
 def peers(scale: str = "quick", out=None, *, dataset: str = "mnist", methods=None, device="auto", data_dir=None,
-          progress: bool = True, figures: bool = True, jobs: Optional[int] = None, shard=None) -> dict:
-    """Run (or resume) the suite and write ``SUITE.md``, ``suite.json`` and ``suite.html`` in ``out``."""
+          progress: bool = True, figures=None, jobs: Optional[int] = None, shard=None) -> dict:
+    """Run (or resume) the suite and write ``SUITE.md`` and ``suite.json`` in ``out``; ``figures``: a writer
+    ``figures(summary, histories, out)`` called last (``gl.report_figures.write_suite_figures`` writes ``suite.html``;
+    the CLI passes it)."""
     if scale not in SUITE_SCALES:
         raise GmregError(f"unknown scale {scale!r}; valid: {', '.join(SUITE_SCALES)}")
     sc = SUITE_SCALES[scale]
@@ -159,11 +161,5 @@ def peers(scale: str = "quick", out=None, *, dataset: str = "mnist", methods=Non
     from .report_tables import render_suite
     atomic_write_text(out / "SUITE.md", render_suite(summary, out))
     if figures:
-        try:
-            from .report_figures import write_suite_figures
-        except ImportError:
-            pass
-        else:
-            write_suite_figures(summary, {n: log_rows(load_checkpoint(out / "runs" / n)["history"]) for n in runs},
-                                out)
+        figures(summary, {n: log_rows(load_checkpoint(out / "runs" / n)["history"]) for n in runs}, out)
     return summary

@@ -6,7 +6,7 @@ notebook it was made from; ``course/MANIFEST.json`` holds the same for all of th
 when a notebook changed after its page was made). plotly.js is shipped once (``course/plotly.min.js``); every
 figure becomes a ``<div>`` that uses it. Interactive widgets need a kernel: the pages say so where they stood.
 
-    python -m gmreg_lab.course [--out course] [--only 01,03] [--timeout 7200]
+    python -m gmreg_lab.runners.course [--out course] [--only 01,03] [--timeout 7200]
 """
 
 from __future__ import annotations
@@ -25,10 +25,37 @@ import time
 from pathlib import Path
 from typing import Optional
 
-from .runs import environment_info
+from ..runs import environment_info
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 NOTEBOOKS = ROOT / "notebooks"
+
+ENV_COURSE_BUILD = "GMREG_COURSE_BUILD"   # set by `./kit.sh course` while it executes the notebooks
+
+
+def times_text(e: dict) -> str:
+    """A course manifest entry's times in words: the first run, the training in it, and the time with its runs
+    cached (the first run less its training)."""
+    if e.get("seconds") is None:
+        return "not timed"
+    first = f"{e['seconds'] / 60:.1f} min"
+    if "trained_runs" not in e:
+        return first
+    f = e.get("first_run")
+    if f and e["trained_runs"] < f.get("trained_runs", 0):
+        older = (" on an earlier version of the notebook" if e.get("sha256") and f.get("sha256")
+                 and f["sha256"] != e["sha256"] else "")
+        return (f"first run {f['seconds'] / 60:.1f} min (build of {f.get('started', '?')}{older}), "
+                f"{f['training_seconds'] / 60:.1f} min of it with runs training (wall clock, probes included: "
+                f"{f['trained_runs']} run(s)); with the runs cached {first} (this build"
+                + (f", which trained {e['trained_runs']} run(s) again)" if e["trained_runs"] else ")"))
+    if e["trained_runs"] == 0:
+        return f"{first} (its runs were cached already)"
+    cached = max(0.0, e["seconds"] - e["training_seconds"]) / 60
+    return (f"first run {first}, {e['training_seconds'] / 60:.1f} min of it with runs training (wall clock, probes "
+            f"included: {e['trained_runs']} run(s)); with the runs cached about {cached:.1f} min (first run less its "
+            f"training)")
+
 PLOTLY_MIME = "application/vnd.plotly.v1+json"
 WIDGET_MIME = "application/vnd.jupyter.widget-view+json"
 COMMAND = "./kit.sh course"
@@ -49,7 +76,7 @@ def machine() -> str:
         pass
     import torch
 
-    from .runtime import cpu_description, resolve_precision
+    from ..runtime import cpu_description, resolve_precision
 
     bf16 = cpu_description().split("cores, ", 1)[-1]       # "AVX-512-BF16 yes, AMX-BF16 no"
     gpu = torch.cuda.get_device_name() if torch.cuda.is_available() else "no GPU"
@@ -209,7 +236,7 @@ def run_one(path: Path, out: Path, timeout: int) -> dict:
     import nbformat
     import papermill as pm
 
-    from .lab import ENV_COURSE_BUILD, runs_dir
+    from .cache import runs_dir
 
     digest, started, t0 = sha256(path), dt.datetime.now().astimezone(), time.time()
     cache_before = run_stamps(runs_dir())
@@ -346,8 +373,6 @@ def exercises(path: Path) -> dict:
 
 
 def _times(e: dict) -> str:
-    from .lab import times_text
-
     return times_text(e)
 
 

@@ -1,5 +1,5 @@
 """The Markdown of a reproduction (``TABLES.md``): each table beside the paper's values, the cross-check and the
-gradient-masking checklist. Pure formatting of the ``summary`` dict that :func:`gmreg_lab.reproduce.reproduce`
+gradient-masking checklist. Pure formatting of the ``summary`` dict that :func:`gmreg_lab.runners.reproduce.reproduce`
 writes; nothing here trains or attacks."""
 
 from __future__ import annotations
@@ -7,9 +7,9 @@ from __future__ import annotations
 import statistics
 from typing import Optional
 
-from . import paper
-from .diagnostics import kind_of
-from .evaluate import parse_attacks
+from .. import paper
+from ..diagnostics import kind_of
+from ..evaluate import parse_attacks
 
 
 def _fmt(v, nd=2):

@@ -16,12 +16,12 @@ from typing import Optional
 
 import torch
 
-from . import data as data_mod
-from .config import check_eps
-from .diagnostics import kind_of, masking_report
-from .errors import GmregError
-from .evaluate import evaluate, worst_case
-from .models import to_model_device
+from .. import data as data_mod
+from ..config import check_eps
+from ..diagnostics import kind_of, masking_report
+from ..errors import GmregError
+from ..evaluate import evaluate, worst_case
+from ..models import to_model_device
 
 DEFAULT_EPS = {"mnist": 0.3, "cifar10": 8 / 255}
 
@@ -32,7 +32,7 @@ def load_any_model(spec: str, *, weights: Optional[str] = None, device="cpu") ->
     if ":" in spec and not path.exists():
         model = _from_factory(spec)
     elif path.is_dir() or path.suffix == ".pt" and _is_gmreg_checkpoint(path):
-        from .runs import load_model
+        from ..runs import load_model
         model = load_model(path, device=device)
     elif path.is_file():
         model = _from_file(path)
@@ -202,7 +202,7 @@ def preflight(model, x, y, *, apgd_targets: int = 9) -> dict:
     targets capped at classes - 1, and a model that computes gradients while it predicts (a dynamic defence).
 
     Returns ``{"classes", "apgd_targets", "notes": [one line each]}``."""
-    from .attacks import apgd_t_loss
+    from ..attacks import apgd_t_loss
 
     classes = check_model(model, x, y)
     check_deterministic(model, x[:250], y[:250])

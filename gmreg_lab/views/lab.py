@@ -13,23 +13,20 @@ step, maximised losses), early checkpoints are ``cached_train(cfg, snapshot_at=(
 
 from __future__ import annotations
 
-import atexit
-import hashlib
 import logging
 import os
-import shutil
-import tempfile
 from pathlib import Path
 from typing import Optional
 
-from .config import TrainConfig
-from .errors import GmregError
-from .runs import CHECKPOINT, load_checkpoint, log_rows  # noqa: F401 -- gl.lab.log_rows, as the notebooks use it
-from .training import TrainResult, train
+from ..config import TrainConfig
+from ..errors import GmregError
+from ..runs import CHECKPOINT, load_checkpoint, log_rows  # noqa: F401 -- gl.lab.log_rows, as the notebooks use it
+from ..training import TrainResult, train
+from ..runners.cache import ENV_RUNS_DIR, run_dir, run_name, runs_dir  # noqa: F401 -- gl.lab.run_dir, ...
+from ..runners.course import ENV_COURSE_BUILD, times_text
 
 log = logging.getLogger(__name__)
 
-ENV_RUNS_DIR = "GMREG_RUNS_DIR"
 MNIST_TRAIN_IMAGES = 50_000  # the training split after the 10k validation hold-out
 
 # Full-mode recipes: as short as still shows the paper's effects (FGSM-AT masks its gradients within a few hundred
@@ -70,33 +67,6 @@ CIFAR_SMOKE = dict(batch_size=16, limit=32, val_size=20, probe_size=8, select_si
                    precision="fp32")
 
 
-ENV_COURSE_BUILD = "GMREG_COURSE_BUILD"   # set by `./kit.sh course` while it executes the notebooks
-
-
-def times_text(e: dict) -> str:
-    """A course manifest entry's times in words: the first run, the training in it, and the time with its runs
-    cached (the first run less its training)."""
-    if e.get("seconds") is None:
-        return "not timed"
-    first = f"{e['seconds'] / 60:.1f} min"
-    if "trained_runs" not in e:
-        return first
-    f = e.get("first_run")
-    if f and e["trained_runs"] < f.get("trained_runs", 0):
-        older = (" on an earlier version of the notebook" if e.get("sha256") and f.get("sha256")
-                 and f["sha256"] != e["sha256"] else "")
-        return (f"first run {f['seconds'] / 60:.1f} min (build of {f.get('started', '?')}{older}), "
-                f"{f['training_seconds'] / 60:.1f} min of it with runs training (wall clock, probes included: "
-                f"{f['trained_runs']} run(s)); with the runs cached {first} (this build"
-                + (f", which trained {e['trained_runs']} run(s) again)" if e["trained_runs"] else ")"))
-    if e["trained_runs"] == 0:
-        return f"{first} (its runs were cached already)"
-    cached = max(0.0, e["seconds"] - e["training_seconds"]) / 60
-    return (f"first run {first}, {e['training_seconds'] / 60:.1f} min of it with runs training (wall clock, probes "
-            f"included: {e['trained_runs']} run(s)); with the runs cached about {cached:.1f} min (first run less its "
-            f"training)")
-
-
 def course_time(notebook: str, manifest=None) -> str:
     """One line for a notebook's set-up cell: how long ``notebook`` (e.g. "03_logit_distance") took in the last
     ``./kit.sh course`` build, on the machine that build names, from ``course/MANIFEST.json``."""
@@ -105,7 +75,7 @@ def course_time(notebook: str, manifest=None) -> str:
     if os.environ.get(ENV_COURSE_BUILD):
         return ("How long: this is the course build itself; the banner at the top of this page gives this build's "
                 "time, and the course index (index.html) the first run's, with nothing cached.")
-    default = Path(__file__).resolve().parent.parent / "course" / "MANIFEST.json"
+    default = Path(__file__).resolve().parents[2] / "course" / "MANIFEST.json"
     manifest = Path(manifest) if manifest is not None else default
     try:
         e = json.loads(manifest.read_text())[notebook]
@@ -120,7 +90,7 @@ def machine() -> str:
     default ``"auto"`` computes in here (times quoted in a notebook's header come from the machine they name)."""
     import torch
 
-    from .runtime import cpu_description, resolve_precision
+    from ..runtime import cpu_description, resolve_precision
 
     dev = "cuda" if torch.cuda.is_available() else "cpu"
     gpu = f", GPU {torch.cuda.get_device_name()}" if dev == "cuda" else ""
@@ -150,40 +120,6 @@ def eat_recipe(*, smoke: bool = False, sources=("normal_a", "normal_b"), **chang
     runs = cached_train_many({s: recipe(s, smoke=smoke) for s in sources}, smoke=smoke)   # side by side
     dirs = tuple(str(runs[s].run_dir) for s in sources)
     return recipe("eat", smoke=smoke, eat_sources=dirs, **changes)
-
-
-_SMOKE_DIR: Optional[Path] = None
-
-
-def runs_dir(smoke: bool = False) -> Path:
-    """Where notebook runs are cached: ``$GMREG_RUNS_DIR``, else the repository's ``runs/``.
-
-    Smoke mode uses one fresh temporary folder per process instead (deleted at exit), so a smoke test always trains
-    for real and never touches the full-mode cache.
-    """
-    global _SMOKE_DIR
-    if smoke:
-        if _SMOKE_DIR is None:
-            _SMOKE_DIR = Path(tempfile.mkdtemp(prefix="gmreg-smoke-runs-"))
-            atexit.register(shutil.rmtree, _SMOKE_DIR, ignore_errors=True)   # removed when the kernel exits
-        return _SMOKE_DIR
-    env = os.environ.get(ENV_RUNS_DIR)
-    if env:
-        return Path(env)
-    repo = Path(__file__).resolve().parent.parent
-    return repo / "runs" if (repo / "pyproject.toml").is_file() else Path.cwd() / "runs"
-
-
-def run_name(cfg: TrainConfig, prefix: str = "nb") -> str:
-    """A readable, config-specific folder name: the same config always maps to the same cached run."""
-    digest = hashlib.sha1(cfg.to_json().encode()).hexdigest()[:8]
-    lam = f"-lam{cfg.lam:g}" if cfg.method == "proposed" else ""
-    return f"{prefix}-{cfg.dataset}-{cfg.model}-{cfg.method}{lam}-eps{cfg.eps:.3g}-{digest}"
-
-
-def run_dir(cfg: TrainConfig, *, smoke: bool = False, root=None) -> Path:
-    """The cache folder of ``cfg``: ``root`` (default ``runs_dir(smoke)``) / ``run_name(cfg)``."""
-    return (Path(root) if root is not None else runs_dir(smoke)) / run_name(cfg)
 
 
 def cached_train(cfg: TrainConfig, *, smoke: bool = False, root=None, callback=None, snapshot_at=(),
@@ -229,8 +165,8 @@ def cached_train_many(cfgs: dict, *, smoke: bool = False, root=None, jobs: Optio
     (BENCHMARKS.md). One progress bar counts all their iterations; its label says, before the first step, how long
     the slowest lane will take, from :func:`estimate_seconds` measured here with one thread. Runs that need others
     (EAT's sources) wait for the wave before theirs. The results are the cached runs, as ``cached_train`` returns."""
-    from . import jobs as jobs_mod
-    from .runtime import resolve_device
+    from ..runners import jobs as jobs_mod
+    from ..runtime import resolve_device
 
     root_dir = Path(root) if root is not None else runs_dir(smoke)
     todo = {}
@@ -294,7 +230,7 @@ _SPEED: dict = {}     # (what decides a step's and a probe's cost) -> (seconds p
 
 
 def _finished(out: Path, cfg: TrainConfig) -> bool:
-    from .runs import read_json
+    from ..runs import read_json
 
     try:
         m = read_json(out / "metrics.json")
@@ -305,7 +241,7 @@ def _finished(out: Path, cfg: TrainConfig) -> bool:
 
 def missing_data(cfg: TrainConfig) -> bool:
     """True when the dataset's files are not here (training will report it; nothing to time)."""
-    from . import data
+    from .. import data
 
     try:
         data.load(cfg.dataset, "train")
@@ -334,20 +270,17 @@ def estimate_seconds(cfg: TrainConfig, *, device="auto", steps: int = 5, cached:
 
     import torch
 
-    from .diagnostics import probe
-    from .runtime import resolve_device, resolve_precision
-    from .training import StepContext, make_model, make_step
+    from ..diagnostics import probe
+    from ..runtime import resolve_device, resolve_precision
+    from ..training import standalone_step
 
     dev = resolve_device(device)
     precision = resolve_precision(cfg.precision, dev.type)
     key = (cfg.dataset, cfg.model, cfg.method, cfg.batch_size, cfg.pgd_steps, cfg.probe_size, cfg.probe_pgd_steps,
            len(cfg.eat_sources), precision, str(dev), torch.get_num_threads())
     if key not in _SPEED or not cached:     # cached=False: measure again now (a side-by-side comparison)
-        probe_cfg = cfg.replace(precision=precision, eat_sources=(), method="fgsm" if cfg.method == "eat"
-                                else cfg.method, eps_warmup_epochs=0.0)
-        model, opt = make_model(probe_cfg, dev)
-        gen = torch.Generator(device=dev).manual_seed(0)
-        step = make_step(StepContext(model, probe_cfg, gen, []), opt, dev, graphs=False, compiled=False)
+        step = standalone_step(cfg.replace(precision=precision, eps_warmup_epochs=0.0), dev)
+        model = step.model
         shape = (3, 32, 32) if cfg.dataset == "cifar10" else (1, 28, 28)
         x = torch.rand((cfg.batch_size, *shape), generator=torch.Generator().manual_seed(0)).to(dev)
         y = torch.randint(0, 10, (cfg.batch_size,), generator=torch.Generator().manual_seed(0)).to(dev)
@@ -364,8 +297,6 @@ def estimate_seconds(cfg: TrainConfig, *, device="auto", steps: int = 5, cached:
         t0 = time.perf_counter()
         probe(model, xp, yp, cfg.eps, cfg.alpha, cfg.probe_pgd_steps)
         per_probe = time.perf_counter() - t0
-        if cfg.method == "eat":
-            per_step *= 1.3     # EAT's step: FGSM from one of 1 + len(sources) models, measured as FGSM-AT's
         _SPEED[key] = (per_step, per_probe)
     per_step, per_probe = _SPEED[key]
     rows = cfg.iterations / cfg.log_every + cfg.epochs

@@ -17,9 +17,9 @@ from typing import Optional
 
 import torch
 
-from .config import TrainConfig
-from .errors import GmregError
-from .runtime import resolve_device
+from ..config import TrainConfig
+from ..errors import GmregError
+from ..runtime import resolve_device
 
 log = logging.getLogger(__name__)
 
@@ -63,7 +63,7 @@ def waves(runs: dict, ready=lambda source: False) -> list[dict]:
 
 
 def _worker(name, cfg_dict, out, device, data_dir, snapshot_at, threads, queue=None):
-    from .training import compile_pays, train   # imported in the worker (spawned: a fresh interpreter)
+    from ..training import compile_pays, train   # imported in the worker (spawned: a fresh interpreter)
 
     torch.set_num_threads(threads)
     cfg = TrainConfig.from_dict(cfg_dict)
@@ -110,8 +110,8 @@ def train_runs(runs: dict, root: Path, *, jobs: int = 1, device="auto", data_dir
     them. ``shard``: only this shard's runs (:func:`shard_of`); a shard's EAT run whose sources are not trained yet
     is left for a later call (logged). ``progress``: a bar per run (``True``, one process), or with workers one bar
     over all the runs' iterations (a string labels it); ``False``: none."""
-    from .runs import CHECKPOINT, load_checkpoint
-    from .training import compile_pays, train
+    from ..runs import CHECKPOINT, load_checkpoint
+    from ..training import compile_pays, train
 
     snapshot_at = snapshot_at or {}
     mine = shard_of(runs, shard)

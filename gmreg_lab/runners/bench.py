@@ -19,11 +19,11 @@ from typing import Optional
 import torch
 import torch.nn.functional as F
 
-from .config import TrainConfig
-from .errors import GmregError
-from .models import build
-from .runtime import cpu_description, cudnn_autotune, resolve_device, resolve_precision, sync
-from .training import StepContext, make_model, make_step
+from ..config import TrainConfig
+from ..errors import GmregError
+from ..models import build
+from ..runtime import cpu_description, cudnn_autotune, resolve_device, resolve_precision, sync
+from ..training import standalone_step
 
 EPOCH_IMAGES = {"mnist": 50_000, "cifar10": 40_000}
 
@@ -47,16 +47,6 @@ def _reference_proposed_step(model, opt, x, y, eps, alpha, lam, generator=None):
     opt.zero_grad()
     total.backward()
     opt.step()
-
-
-def _kit_step(cfg: TrainConfig, dev, graph: bool = False, compiled: bool = False):
-    """The training loop's iteration for ``cfg.method``: eager, or as the loop runs it with CUDA graphs and/or a
-    compiled model."""
-    model, opt = make_model(cfg, dev)
-    sources = ([build(cfg.model, cfg.dataset, cfg.normalize).to(dev).eval().requires_grad_(False)]
-               if cfg.method == "eat" else [])
-    ctx = StepContext(model, cfg, torch.Generator(device=dev).manual_seed(0), sources)
-    return make_step(ctx, opt, dev, graphs=graph, compiled=compiled)
 
 
 def _variants(methods, cuda_graphs: bool, compiled: bool, precisions=("fp32",)) -> dict:
@@ -113,7 +103,7 @@ def _bench(dataset, model, batch_size, batches, rounds, methods, dev, precision,
     g = torch.Generator().manual_seed(0)
     x = torch.rand(shape, generator=g).to(dev)
     y = torch.randint(0, 10, (batch_size,), generator=g).to(dev)
-    steps = {name: _kit_step(base.replace(method=m, precision=prec), dev, graph, comp)
+    steps = {name: standalone_step(base.replace(method=m, precision=prec), dev, graphs=graph, compiled=comp)
              for name, (m, graph, comp, prec) in _variants(methods, cuda_graphs, compiled, precisions).items()}
     if reference:
         ref_model = build(base.model, dataset).to(dev)
@@ -184,8 +174,8 @@ def summarise(per_batch: dict, dataset: str, batch_size: int, pgd_steps: int) ->
 def bench_eval(limit: int = 1000, steps: int = 100, device="auto", model=None) -> dict:
     """Seconds for PGD-``steps`` over ``limit`` MNIST test images, fp32 and bf16, and fp32 with per-example early
     stopping, scaled to the 10k test set. ``model``: a trained model (an untrained one is broken at once)."""
-    from .data import load
-    from .evaluate import Attack, attack_stats
+    from ..data import load
+    from ..evaluate import Attack, attack_stats
 
     dev = resolve_device(device)
     if model is None:
@@ -196,7 +186,7 @@ def bench_eval(limit: int = 1000, steps: int = 100, device="auto", model=None) -
     out = {}
     for precision, early in (("fp32", False), ("bf16", False), ("fp32", True)):
         t0 = time.perf_counter()
-        acc = attack_stats(model, Attack("pgd", steps, 0.01), x, y, 0.3, precision=precision,
+        acc = attack_stats(model, Attack("pgd", steps=steps, step=0.01), x, y, 0.3, precision=precision,
                            early_stop=early)["acc"]
         sync(dev)
         dt = time.perf_counter() - t0

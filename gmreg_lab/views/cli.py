@@ -12,8 +12,8 @@ import os
 import sys
 from pathlib import Path
 
-from .config import METHODS
-from .errors import GmregError
+from ..config import METHODS
+from ..errors import GmregError
 
 EPILOG = """examples:
   gmreg-lab train --dataset mnist --model lenet_plus --method proposed --eps 0.3 --lam 5 --epochs 1 --out runs/p
@@ -75,6 +75,8 @@ TRAIN_FIELDS = (  # (flag, type, help)
     ("--limit", int, "train on the first N training images only"),
     ("--val-size", int, "images held out of the training set for validation (default 10000)"),
     ("--log-every", int, "iterations between history rows and probes (default 500)"),
+    ("--probe-size", int, "validation images each probe row attacks (default 200)"),
+    ("--probe-pgd-steps", int, "PGD steps of each probe row (default 10)"),
     ("--precision", str, "auto (default: bf16 autocast where the device runs it natively and faster, i.e. CUDA "
                          "with bf16 or an AMX-BF16 CPU, else fp32), fp32 or bf16"),
     ("--seed", int, "seeds init, data order and attack noise (default 0)"),
@@ -185,24 +187,24 @@ def _bench_parser(sub) -> None:
 def _download(wanted: bool, dataset: str, data_dir) -> None:
     """``--download``: fetch CIFAR-10's train and test splits if missing (MNIST ships with the repository)."""
     if wanted and dataset == "cifar10":
-        from . import data
+        from .. import data
         data.load_cifar10("train", data_dir, download=True)
         data.load_cifar10("test", data_dir, download=True)
 
 
 def _device(name):
-    from .runtime import resolve_device
+    from ..runtime import resolve_device
     return resolve_device(name)
 
 
 def _test_set(args, dataset, device):
-    from . import data
+    from .. import data
     return data.load(dataset, "test", args.data_dir, device=device).tensors(args.limit)
 
 
 def cmd_train(args) -> int:
-    from .config import TrainConfig
-    from .training import compile_pays, train
+    from ..config import TrainConfig
+    from ..training import compile_pays, train
 
     fields = {flag[2:].replace("-", "_"): getattr(args, flag[2:].replace("-", "_")) for flag, _, _ in TRAIN_FIELDS}
     cfg = TrainConfig(**{k: v for k, v in fields.items() if v is not None},
@@ -233,14 +235,14 @@ def cmd_train(args) -> int:
 
 
 def _run_eps(run, eps):
-    from .runs import load_checkpoint
+    from ..runs import load_checkpoint
     ckpt = load_checkpoint(run)
     return ckpt["dataset"], (eps if eps is not None else ckpt["config"]["eps"])
 
 
 def cmd_evaluate(args) -> int:
-    from .evaluate import evaluate, format_table
-    from .runs import checkpoint_path, load_model, read_json, write_json
+    from ..evaluate import evaluate, format_table
+    from ..runs import checkpoint_path, load_model, read_json, write_json
 
     dev = _device(args.device)
     dataset, eps = _run_eps(args.run, args.eps)
@@ -262,8 +264,8 @@ def cmd_evaluate(args) -> int:
 
 
 def cmd_transfer(args) -> int:
-    from .evaluate import format_table, transfer
-    from .runs import load_model
+    from ..evaluate import format_table, transfer
+    from ..runs import load_model
 
     dev = _device(args.device)
     dataset, eps = _run_eps(args.target, args.eps)
@@ -281,8 +283,8 @@ def cmd_transfer(args) -> int:
 
 
 def cmd_sweep(args) -> int:
-    from .evaluate import sweep
-    from .runs import load_model, write_json
+    from ..evaluate import sweep
+    from ..runs import load_model, write_json
 
     dev = _device(args.device)
     dataset, eps = _run_eps(args.run, None)
@@ -305,19 +307,32 @@ def cmd_sweep(args) -> int:
     return 0
 
 
+def _figure_writer(name: str):
+    """``report_figures.<name>``, or None (tables only, with a warning) where plotly is not installed."""
+    try:
+        from . import report_figures
+    except ImportError:  # plotly missing (e.g. a bare GPU machine)
+        logging.getLogger(__name__).warning("plotly is not installed: figures skipped")
+        return None
+    return getattr(report_figures, name)
+
+
 def cmd_reproduce(args) -> int:
     if args.jobs is not None and args.jobs < 1:
         raise GmregError(f"--jobs must be >= 1, got {args.jobs}")
     _download(args.download, args.dataset, args.data_dir)
     kw = dict(methods=args.methods, device=_device(args.device), data_dir=args.data_dir,
-              progress=not args.no_progress, figures=not args.no_figures, jobs=args.jobs, shard=args.shard)
+              progress=not args.no_progress, jobs=args.jobs, shard=args.shard)
+    figures = None if args.no_figures else _figure_writer("write_suite_figures" if args.suite == "peers"
+                                                          else "write_figures")
+    kw["figures"] = figures
     if args.suite == "peers":
-        from .suite import peers
+        from ..runners.suite import peers
         out = args.out or f"results/{args.dataset}-peers-{args.scale}"
         s = peers(args.scale, out, dataset=args.dataset, **kw)
         report = Path(out, "SUITE.md")
     else:
-        from .reproduce import reproduce
+        from ..runners.reproduce import reproduce
         out = args.out or f"results/{args.dataset}-{args.scale}"
         s = reproduce(args.dataset, args.scale, out, **kw)
         report = Path(out, "TABLES.md")
@@ -331,13 +346,13 @@ def cmd_reproduce(args) -> int:
 
 
 def cmd_bench(args) -> int:
-    from .bench import bench, bench_eval, format_bench
+    from ..runners.bench import bench, bench_eval, format_bench
 
     r = bench(args.dataset, args.model, args.batch_size, args.batches, args.rounds,
               tuple(m for m in args.methods.split(",") if m), _device(args.device), args.precision,
               cuda_graphs={"auto": None, "on": True, "off": False}[args.cuda_graphs], compiled=args.compile)
     if args.eval_limit:
-        from .runs import load_model
+        from ..runs import load_model
         model = load_model(args.eval_model) if args.eval_model else None
         r["eval_pgd100"] = bench_eval(args.eval_limit, device=_device(args.device), model=model)
     if args.json:
@@ -351,9 +366,9 @@ def cmd_bench(args) -> int:
 
 
 def cmd_audit(args) -> int:
-    from .audit import DEFAULT_EPS, audit, load_any_model, load_data
-    from .report_tables import render_audit
-    from .runs import environment_info, write_json
+    from ..runners.audit import DEFAULT_EPS, audit, load_any_model, load_data
+    from ..runners.report_tables import render_audit
+    from ..runs import environment_info, write_json
 
     dev = _device(args.device)
     model = load_any_model(args.model, weights=args.weights, device=dev)
@@ -366,7 +381,7 @@ def cmd_audit(args) -> int:
         out = Path(args.out)
         write_json(out / "audit.json", {"model": args.model, "command": " ".join(sys.argv), **result,
                                         "environment": environment_info(dev)})
-        from .runs import atomic_write_text
+        from ..runs import atomic_write_text
         atomic_write_text(out / "audit.md", text)
         try:
             from .report_figures import write_audit_html
@@ -395,7 +410,7 @@ def main(argv=None) -> int:
                      f"run `{args.command}` as one process")
     try:
         if distributed:
-            from .runtime import init_distributed
+            from ..runtime import init_distributed
             args.device = str(init_distributed(args.device))
         return COMMANDS[args.command](args)
     except GmregError as e:
