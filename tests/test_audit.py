@@ -14,7 +14,7 @@ from gmreg_lab.runners.audit import audit, load_any_model
 from gmreg_lab.views.cli import main
 
 ROOT = Path(__file__).resolve().parent.parent
-FAST = ["--limit", "32", "--steps", "10", "--square-queries", "50", "--device", "cpu"]
+FAST = ["--limit", "32", "--steps", "10", "--square-queries", "50", "--apgd-steps", "10", "--device", "cpu"]
 
 
 class Saturated(torch.nn.Module):
@@ -56,7 +56,7 @@ def test_images(mnist_test):
 @pytest.mark.parametrize("wrap", [Saturated, Quantised])
 def test_a_masked_model_fails_and_the_verdict_says_why(wrap, trained_lenet, test_images):
     x, y = test_images
-    r = audit(wrap(trained_lenet).eval(), x, y, 0.3, steps=10, square_queries=100)
+    r = audit(wrap(trained_lenet).eval(), x, y, 0.3, steps=10, square_queries=100, apgd_steps=20)
     failed = set(r["checklist"]["failed"])
     assert {"gradients_not_vanishing", "gradient_free_not_stronger"} <= failed, r["checklist"]
     assert "gradients_not_vanishing" in r["verdict"] and "hidden" in r["verdict"]
@@ -69,7 +69,7 @@ def test_a_masked_model_fails_and_the_verdict_says_why(wrap, trained_lenet, test
 
 def test_a_normally_trained_model_passes_the_masking_checks(trained_lenet, test_images):
     x, y = test_images
-    r = audit(trained_lenet, x, y, 0.3, steps=10, square_queries=100)
+    r = audit(trained_lenet, x, y, 0.3, steps=10, square_queries=100, apgd_steps=20)
     status = {c["name"]: c["passed"] for c in r["checklist"]["checks"]}
     for name in ("no_label_leaking", "large_eps_reaches_chance", "gradients_not_vanishing",
                  "gradient_free_not_stronger", "gradient_beats_random_search", "iterative_beats_single_step"):

@@ -159,7 +159,8 @@ def test_killed_training_resumes_to_the_same_result(tmp_path):
     args = ["train", "--method", "proposed", "--limit", "640", "--batch-size", "32", "--epochs", "3",
             "--val-size", "200", "--log-every", "5", "--probe-size", "32", "--probe-pgd-steps", "2",
             "--precision", "fp32", "--no-progress"]
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    # the killed process computes with this process's thread count, so the in-process resume continues it exactly
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": str(torch.get_num_threads())}
     killed = tmp_path / "killed"
     p = subprocess.Popen([sys.executable, "-m", "gmreg_lab", *args, "--out", str(killed)], env=env,
                          stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)

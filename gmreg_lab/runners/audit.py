@@ -221,9 +221,10 @@ def preflight(model, x, y, *, apgd_targets: int = 9) -> dict:
 
 
 def audit(model, x, y, eps: float, *, steps: int = 40, square_queries: int = 1000, source=None,
-          alpha: Optional[float] = None, seed: int = 0) -> dict:
+          alpha: Optional[float] = None, seed: int = 0, apgd_steps: int = 100) -> dict:
     """The checklist (``masking_report``), a white-box table (clean, FGSM, PGD, APGD-CE, APGD-T, Square) with the
-    per-example worst case, and a verdict in plain words. PGD takes ``steps`` steps of 2.5 eps / steps."""
+    per-example worst case, and a verdict in plain words. PGD takes ``steps`` steps of 2.5 eps / steps, APGD-CE and
+    APGD-T ``apgd_steps`` each (100: AutoAttack's budget; fewer only for a quick look)."""
     check_eps(eps)
     x, y = to_model_device(model, x, y)
     pre = preflight(model, x, y)
@@ -231,7 +232,7 @@ def audit(model, x, y, eps: float, *, steps: int = 40, square_queries: int = 100
     step = 2.5 * eps / steps
     table = {k: v["acc"] for k, v in evaluate(model, x, y, "clean,fgsm", eps, seed=seed).items()}
     # every attack on every image, one set of draws for the table and the worst case (never above any attack)
-    worst = worst_case(model, x, y, f"pgd:{steps}:{step},apgd-ce:100,apgd-t:100:{targets},"
+    worst = worst_case(model, x, y, f"pgd:{steps}:{step},apgd-ce:{apgd_steps},apgd-t:{apgd_steps}:{targets},"
                                     f"square:{square_queries}", eps, seed=seed, every=True)
     table.update(worst["acc"])
     report = masking_report(model, x, y, eps, alpha=alpha, step=step, steps=steps, source=source, seed=seed,

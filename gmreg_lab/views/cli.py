@@ -157,6 +157,7 @@ def _audit_parser(sub) -> None:
     a.add_argument("--limit", type=int, default=500, help="first N images (default 500)")
     a.add_argument("--steps", type=int, default=40, help="PGD steps (step 2.5 eps / steps)")
     a.add_argument("--square-queries", type=int, default=1000, help="Square's query budget")
+    a.add_argument("--apgd-steps", type=int, default=100, help="APGD-CE and APGD-T steps (default 100, AutoAttack's)")
     a.add_argument("--source", default=None, help="another model (same forms) for the black-box check")
     a.add_argument("--out", default=None, help="folder for audit.md / audit.json / audit.html (default: print)")
     a.add_argument("--data-dir", default=None)
@@ -375,7 +376,8 @@ def cmd_audit(args) -> int:
     source = load_any_model(args.source, device=dev) if args.source else None
     x, y = load_data(args.dataset, data_file=args.data, limit=args.limit, data_dir=args.data_dir)
     eps = args.eps if args.eps is not None else DEFAULT_EPS.get(args.dataset, 0.3)
-    result = audit(model, x, y, eps, steps=args.steps, square_queries=args.square_queries, source=source)
+    result = audit(model, x, y, eps, steps=args.steps, square_queries=args.square_queries, source=source,
+                   apgd_steps=args.apgd_steps)
     text = render_audit(result, args.model)
     if args.out:
         out = Path(args.out)
