@@ -32,7 +32,6 @@ from .errors import GmregError
 from .models import to_model_device
 from .runtime import autocast
 
-ATTACK_NAMES = ("clean", "fgsm", "rfgsm", "ifgsm", "pgd", "apgd-ce", "apgd-t", "apgd", "square")
 APGD_NAMES = ("apgd-ce", "apgd-t", "apgd")
 _NEEDED = object()
 # What each ":"-separated field of an evaluation spec sets, in order, with its default (_NEEDED: must be given;
@@ -41,6 +40,7 @@ SPEC_FIELDS = {"clean": {}, "fgsm": {}, "rfgsm": {"alpha": None}, "ifgsm": {"ste
                "pgd": {"steps": _NEEDED, "step": None, "restarts": 1}, "apgd-ce": {"steps": _NEEDED},
                "apgd-t": {"steps": _NEEDED, "targets": 9}, "apgd": {"steps": _NEEDED, "targets": 9},
                "square": {"queries": _NEEDED}}
+ATTACK_NAMES = tuple(SPEC_FIELDS)      # the attacks an evaluation spec can name
 SPEC_FORMS = ("clean, fgsm, rfgsm[:alpha], ifgsm:STEPS, pgd:STEPS[:STEP_SIZE[:RESTARTS]], apgd-ce:STEPS, "
               "apgd-t:STEPS[:TARGETS], apgd:STEPS[:TARGETS], square:QUERIES")
 _DATASET_KEYS = {"alpha": "alpha", "step": "pgd_step_size"}

@@ -1,3 +1,5 @@
+import inspect
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -204,8 +206,6 @@ def test_old_call_forms_are_refused_and_masking_reports_old_keyword_warns(traine
 def test_every_attack_has_the_one_calling_convention():
     """f(model, x, y, eps, *, generator=None, **settings): four positional parameters, every setting keyword-only,
     and a ``generator`` keyword, for every entry of the name -> function table."""
-    import inspect
-
     for name, fn in attacks.ATTACKS.items():
         params = list(inspect.signature(fn).parameters.values())
         assert [p.name for p in params[:4]] == ["model", "x", "y", "eps"], name
@@ -224,14 +224,8 @@ def test_every_attack_in_the_table_stays_in_the_ball_and_repeats_with_its_genera
     small = {"steps": 3, "queries": 20, "targets": 2}
     need = {"alpha": 0.02, "step": 0.03}
     kw = {k: small.get(k, need.get(k, d)) for k, d in attacks.settings(name).items()
-          if k in small or d is inspect_empty()}
+          if k in small or d is inspect.Parameter.empty}
     run = lambda: attacks.ATTACKS[name](trained_lenet, x, y, 0.1, generator=torch.Generator().manual_seed(1), **kw)  # noqa: E731
     a = run()
     check_adversary(a, x, 0.1 * (1 + attacks.settings("nfgsm")["k"] if name == "nfgsm" else 1), name)
     assert torch.equal(a, run())
-
-
-def inspect_empty():
-    import inspect
-
-    return inspect.Parameter.empty

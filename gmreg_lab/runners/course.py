@@ -56,6 +56,7 @@ def times_text(e: dict) -> str:
             f"included: {e['trained_runs']} run(s)); with the runs cached about {cached:.1f} min (first run less its "
             f"training)")
 
+
 PLOTLY_MIME = "application/vnd.plotly.v1+json"
 WIDGET_MIME = "application/vnd.jupyter.widget-view+json"
 COMMAND = "./kit.sh course"
