@@ -122,11 +122,17 @@ def cudnn_autotune(device):
         torch.backends.cudnn.benchmark = prev
 
 
+# torch.compile's backend for ``compile_model``: inductor (generated kernels). The CPU test of the kit's compile
+# plumbing swaps in "aot_eager" (same graphs and autograd, no kernel generation): inductor's kernels are torch's
+# to test.
+COMPILE_BACKEND = "inductor"
+
+
 def compile_for_training(model):
     """``torch.compile`` of ``model`` for the training steps (same parameters, shapes fixed): the compiler fuses
     the batch-norm, ReLU and residual passes around each convolution that eager mode runs one by one. The first
     steps compile (seconds for LeNet+, about a minute per mode for ResNet-34)."""
-    return torch.compile(model, dynamic=False)
+    return torch.compile(model, dynamic=False, backend=COMPILE_BACKEND)
 
 
 class Step:

@@ -33,8 +33,8 @@ def small_batch(mnist_test):
 
 @pytest.fixture(scope="session")
 def trained_lenet():
-    """A LeNet+ trained normally for a few hundred iterations: accurate enough for attack tests."""
+    """A LeNet+ trained normally (no adversary) for 100 iterations: accurate enough for attack tests."""
     torch.manual_seed(0)
-    cfg = gl.TrainConfig(epochs=1, batch_size=64, limit=6400, val_size=200, probe_size=32, select_size=32,
-                         log_every=1000, lr=0.05, lr_milestones=(0.9,), select_best=False)
+    cfg = gl.TrainConfig(method="normal", epochs=1, batch_size=64, limit=6400, val_size=200, probe_size=32,
+                         select_size=32, log_every=1000, lr=0.05, lr_milestones=(0.9,), select_best=False)
     return gl.train(cfg, progress=False).model

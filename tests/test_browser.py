@@ -37,8 +37,11 @@ def _free_port():
         return s.getsockname()[1]
 
 
-@pytest.fixture
-def lab_server(tmp_path):
+@pytest.fixture(scope="module")
+def _server(tmp_path_factory):
+    """One JupyterLab server for the three tests (each opens its own notebook and kernel, and shuts its kernel
+    down when done)."""
+    tmp_path = tmp_path_factory.mktemp("lab")
     if not os.path.exists(CHROMIUM):
         pytest.skip(f"{CHROMIUM} not installed (apt-get install chromium)")
     pytest.importorskip("playwright.sync_api")
@@ -83,6 +86,21 @@ def lab_server(tmp_path):
         log.close()
 
 
+@pytest.fixture
+def lab_server(_server):
+    """The module's JupyterLab server; the kernels a test started are shut down after it (an idle kernel of an
+    earlier test would hold its memory, a busy one would slow the next test)."""
+    yield _server
+    url, token = _server
+    import json
+
+    with urllib.request.urlopen(f"{url}/api/kernels?token={token}", timeout=10) as r:
+        kernels = json.load(r)
+    for k in kernels:
+        req = urllib.request.Request(f"{url}/api/kernels/{k['id']}?token={token}", method="DELETE")
+        urllib.request.urlopen(req, timeout=30).close()
+
+
 @contextlib.contextmanager
 def _browser_page(errors):
     """A headless chromium page; page errors are appended to ``errors``."""
@@ -112,9 +130,15 @@ def _up_to(dest: Path, name: str, widget_call: str, then: str = "") -> None:
     nbformat.write(nb, dest)
 
 
+def _open_url(url, token, notebook):
+    """``notebook`` alone in a workspace of its own: the server is shared, and JupyterLab would otherwise reopen the
+    tabs of the tests before (hidden cells that a click cannot reach)."""
+    return f"{url}/lab/workspaces/{Path(notebook).stem}/tree/{notebook}?token={token}&reset"
+
+
 def _run_all(page, url, token, notebook, timeout_ms, done: str = READY):
     """Open ``notebook`` in JupyterLab, Run All Cells, and wait until a cell printed ``done``."""
-    page.goto(f"{url}/lab/tree/{notebook}?token={token}")
+    page.goto(_open_url(url, token, notebook))
     page.wait_for_selector(".jp-Notebook-ExecutionIndicator[data-status='idle']", timeout=120_000)
     page.locator(".jp-Notebook .jp-Cell").first.click()
     page.keyboard.press("Escape")                          # command mode, or Run All does nothing
@@ -202,7 +226,7 @@ def test_notebook_04_training_panel_in_a_real_browser(lab_server, tmp_path):
     url, token = lab_server
     errors = []
     with _browser_page(errors) as page:
-        page.goto(f"{url}/lab/tree/04_panel.ipynb?token={token}")
+        page.goto(_open_url(url, token, "04_panel.ipynb"))
         page.wait_for_selector(".jp-Notebook-ExecutionIndicator[data-status='idle']", timeout=120_000)
         page.locator(".jp-Notebook .jp-Cell").first.click()
         page.keyboard.press("Escape")

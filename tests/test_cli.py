@@ -157,7 +157,7 @@ def test_killed_training_resumes_to_the_same_result(tmp_path):
     import gmreg_lab as gl
 
     args = ["train", "--method", "proposed", "--limit", "640", "--batch-size", "32", "--epochs", "3",
-            "--val-size", "200", "--log-every", "5", "--probe-size", "32", "--probe-pgd-steps", "2",
+            "--val-size", "64", "--log-every", "10", "--probe-size", "32", "--probe-pgd-steps", "2",
             "--precision", "fp32", "--no-progress"]
     # the killed process computes with this process's thread count, so the in-process resume continues it exactly
     env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": str(torch.get_num_threads())}

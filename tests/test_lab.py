@@ -186,3 +186,33 @@ def test_course_time_reads_the_manifest_and_says_when_it_cannot(tmp_path, monkey
     assert "no course build" in lab.course_time("03_x", manifest=tmp_path / "missing.json")
     monkeypatch.setenv(lab.ENV_COURSE_BUILD, "1")
     assert "this is the course build itself" in lab.course_time("03_x", manifest=m)
+
+
+def test_record_writes_a_curve_that_recorded_reads_back_with_its_machine(monkeypatch, tmp_path):
+    monkeypatch.setenv(lab.ENV_RUNS_DIR, str(tmp_path / "runs"))
+    path = lab.record("fgsm", out_dir=tmp_path / "rec", smoke=True, progress=False)
+    rec = lab.recorded("fgsm", path=path)
+    run = lab.cached_train(lab.recipe("fgsm", smoke=True), smoke=True)
+    assert rec["config"] == lab.recipe("fgsm", smoke=True).to_dict()
+    assert [r["iteration"] for r in rec["rows"]] == [r["iteration"] for r in lab.log_rows(run.history)]
+    assert rec["rows"][0]["acc_pgd"] == lab.log_rows(run.history)[0]["acc_pgd"]
+    env = run.metrics["environment"]
+    assert rec["label"].startswith("recorded: ") and env["time"][:10] in rec["label"]
+    assert env["cpu"].split(",")[0] in rec["label"]
+    with pytest.raises(gl.errors.GmregError, match="gmreg-lab record nfgsm"):
+        lab.recorded("nfgsm", path=tmp_path / "rec" / "nfgsm.json")
+
+
+def test_the_packaged_recorded_curves_are_the_recipes_runs_and_show_what_02_says():
+    """Notebook 02 draws ``recorded("fgsm")`` at once: it must be a run of today's recipe (a changed recipe makes it
+    stale: re-record with ``gmreg-lab record fgsm``), made by a named machine, and show the collapse the notebook
+    describes (``gl.diagnostics.collapse``: the PGD probe under 10 % for good after a peak of at least 15 %) while
+    the FGSM probe climbs."""
+    rec = lab.recorded("fgsm")
+    assert rec["config"] == lab.recipe("fgsm").to_dict(), "stale: re-record with `gmreg-lab record fgsm`"
+    env = rec["environment"]
+    assert env.get("cpu") and env.get("time") and env.get("command") and env.get("source_sha256")
+    c = gl.diagnostics.collapse(rec["rows"])
+    assert c["collapsed"], c
+    last = rec["rows"][-1]
+    assert last["acc_pgd"] < 10 and last["acc_fgsm"] > last["acc_pgd"] + 50, last

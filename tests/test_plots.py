@@ -149,3 +149,13 @@ def test_checklist_table_is_tall_enough_for_every_wrapped_row():
     h_short = plots.checklist_figure({"m": short}).layout.height
     h_long = plots.checklist_figure({"m": long, "n": long}).layout.height
     assert h_short >= 130 + 8 * 28 and h_long >= 130 + 8 * 3 * 18, (h_short, h_long)
+
+
+def test_training_curves_draw_a_recorded_run_first_faint_and_dashed():
+    rec = {"rows": ROWS[:3], "label": "recorded: a CPU, 2026-12-02"}
+    fig = plots.training_curves(ROWS, ("acc_clean", "acc_pgd"), recorded=rec)
+    assert [t.name for t in fig.data] == ["CLEAN, recorded: a CPU, 2026-12-02", "PGD, recorded: a CPU, 2026-12-02",
+                                          "CLEAN", "PGD"]
+    assert fig.data[0].line.dash == "dash" and fig.data[2].line.dash is None
+    assert list(fig.data[1].y) == [29, 28, 27] and list(fig.data[3].x) == [1, 2, 3, 4, 5]
+    assert fig.data[0].line.color == fig.data[2].line.color

@@ -1,4 +1,4 @@
-"""The ``gmreg-lab`` command line: train, evaluate, transfer, sweep, reproduce, bench, audit.
+"""The ``gmreg-lab`` command line: train, evaluate, transfer, sweep, reproduce, bench, audit, record.
 
 Bad input prints one line ``gmreg-lab: error: ...`` and exits with status 2; no traceback.
 """
@@ -47,7 +47,8 @@ def build_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="gmreg-lab", description=__doc__.splitlines()[0], epilog=EPILOG,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = ap.add_subparsers(dest="command", required=True)
-    for add in (_train_parser, _evaluation_parsers, _reproduce_parser, _bench_parser, _audit_parser):
+    for add in (_train_parser, _evaluation_parsers, _reproduce_parser, _bench_parser, _audit_parser,
+                _record_parser):
         add(sub)
     return ap
 
@@ -183,6 +184,24 @@ def _bench_parser(sub) -> None:
                    help="also time each step with the model torch.compile'd (compiles in the warm-up)")
     b.add_argument("--json", action="store_true")
     b.add_argument("--device", default="auto")
+
+
+def _record_parser(sub) -> None:
+    r = sub.add_parser("record", help="train a notebook recipe and record its probe curve for the notebooks")
+    r.add_argument("recipe", help="a recipe of gl.lab.RECIPES, e.g. fgsm (notebook 02 draws it at once)")
+    r.add_argument("--out", default=None, help="folder for <recipe>.json (default: the package's recorded/)")
+    r.add_argument("--smoke", action="store_true", help="the recipe's smoke size (tests)")
+    r.add_argument("--device", default="auto")
+    r.add_argument("--no-progress", action="store_true")
+
+
+def cmd_record(args) -> int:
+    from . import lab
+
+    path = lab.record(args.recipe, out_dir=args.out, smoke=args.smoke, device=args.device,
+                      progress=not args.no_progress)
+    print(f"recorded {args.recipe}: {path} ({lab.recorded(args.recipe, path=path)['label']})")
+    return 0
 
 
 def _download(wanted: bool, dataset: str, data_dir) -> None:
@@ -396,7 +415,7 @@ def cmd_audit(args) -> int:
 
 COMMANDS = {"audit": cmd_audit, "bench": cmd_bench, "train": cmd_train, "evaluate": cmd_evaluate,
             "transfer": cmd_transfer,
-            "sweep": cmd_sweep, "reproduce": cmd_reproduce}
+            "sweep": cmd_sweep, "reproduce": cmd_reproduce, "record": cmd_record}
 
 
 def main(argv=None) -> int:

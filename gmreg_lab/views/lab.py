@@ -20,7 +20,7 @@ from typing import Optional
 
 from ..config import TrainConfig
 from ..errors import GmregError
-from ..runs import CHECKPOINT, load_checkpoint, log_rows  # noqa: F401 -- gl.lab.log_rows, as the notebooks use it
+from ..runs import CHECKPOINT, load_checkpoint, log_rows, read_json, write_json
 from ..training import TrainResult, train
 from ..runners.cache import ENV_RUNS_DIR, run_dir, run_name, runs_dir  # noqa: F401 -- gl.lab.run_dir, ...
 from ..runners.course import ENV_COURSE_BUILD, times_text
@@ -35,6 +35,10 @@ MNIST_TRAIN_IMAGES = 50_000  # the training split after the 10k validation hold-
 RECIPES: dict[str, dict] = {
     "normal": dict(method="normal", epochs=1, log_every=50),   # (400 iterations: at eps 0.3 FGSM breaks as many
     # images as PGD, and notebook 01's FGSM-vs-PGD lesson fails; one epoch keeps it)
+    # notebook 01's first look: 100 iterations of 64 images at lr 0.05, seconds on a CPU (clean accuracy about 98 %);
+    # enough to show one adversarial example fooling a model while the full "normal" run trains
+    "first_look": dict(method="normal", epochs=1, batch_size=64, limit=6_400, lr=0.05, log_every=100,
+                       select_best=False),
     "fgsm": dict(method="fgsm", epochs=1, log_every=25),
     # baselines shown in 04's and 05's tables: 8 probe rows of 100 images (the probes cost as much as the training)
     "rfgsm": dict(method="rfgsm", epochs=1, log_every=200, probe_size=100),
@@ -205,6 +209,43 @@ def _missing_snapshots(out: Path, cfg: TrainConfig, wanted: tuple) -> list:
     if not TrainConfig.from_dict(ckpt["config"]).same_run(cfg):
         return []        # another run: never overwritten here, gl.train reports the clash
     return [n for n in wanted if n <= ckpt.get("iteration", 0) and n not in (ckpt.get("snapshots") or {})]
+
+
+RECORDED_DIR = Path(__file__).resolve().parent.parent / "recorded"   # gmreg_lab/recorded/<recipe>.json
+RECORDED_KEYS = ("iteration", "acc_clean", "acc_fgsm", "acc_pgd", "logit_dist")
+
+
+def record(name: str, *, out_dir=None, smoke: bool = False, device="auto", progress=True) -> Path:
+    """Train recipe ``name`` (cached like every series run) and write its probe curve to ``out_dir/<name>.json``
+    (default the package's ``recorded/``, what :func:`recorded` reads): the recipe's config, the probe rows, the
+    training time and the environment of the training (machine, commit, command, time). ``gmreg-lab record NAME``
+    runs it. A notebook draws the recorded curve at once, beside the run it trains live."""
+    cfg = recipe(name, smoke=smoke)
+    res = cached_train(cfg, smoke=smoke, device=device, progress=progress)
+    rows = [{k: r[k] for k in RECORDED_KEYS if k in r} for r in log_rows(res.history)]
+    doc = {"recipe": name, "config": cfg.to_dict(), "rows": rows,
+           "train_seconds": res.metrics.get("train_seconds"), "environment": res.metrics.get("environment", {})}
+    path = Path(out_dir) if out_dir is not None else RECORDED_DIR
+    path.mkdir(parents=True, exist_ok=True)
+    write_json(path / f"{name}.json", doc)
+    return path / f"{name}.json"
+
+
+def recorded(name: str, *, path=None) -> dict:
+    """The recorded curve of recipe ``name`` (written by :func:`record`): ``{"rows", "config", "label", ...}``, with
+    ``label`` naming where and when it was trained ("recorded: AMD EPYC, 2026-12-02, 3.1 min"), for
+    ``gl.plots.training_curves(..., recorded=...)``. Raises GmregError when there is none."""
+    f = Path(path) if path is not None else RECORDED_DIR / f"{name}.json"
+    if not f.exists():
+        raise GmregError(f"no recorded curve for recipe {name!r} at {f}; make it with `gmreg-lab record {name}`")
+    doc = read_json(f)
+    env = doc.get("environment", {})
+    when = str(env.get("time") or "")[:10]
+    took = doc.get("train_seconds")
+    where = env.get("gpu") or ", ".join(str(env.get("cpu") or env.get("device") or "unknown machine").split(", ")[:2])
+    bits = [where, when,
+            format_seconds(took) + " of training" if took else ""]
+    return {**doc, "label": "recorded: " + ", ".join(b for b in bits if b)}
 
 
 def seconds_per_epoch(result: TrainResult, images: int = MNIST_TRAIN_IMAGES) -> float:

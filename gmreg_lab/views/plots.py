@@ -59,15 +59,26 @@ def _layout(fig: go.Figure, title: str, height: int = 380, **kw) -> go.Figure:
 # --- training curves ------------------------------------------------------------------------------------------------
 def training_curves(history, keys: Sequence[str] = ("acc_clean", "acc_fgsm", "acc_pgd"), *, title: str = "",
                     names: Optional[Mapping[str, str]] = None, yaxis: str = "probe accuracy (%)",
-                    x: str = "iteration") -> go.Figure:
-    """One line per history key over training iterations (default: clean / FGSM / PGD probe accuracy)."""
+                    x: str = "iteration", recorded: Optional[Mapping] = None) -> go.Figure:
+    """One line per history key over training iterations (default: clean / FGSM / PGD probe accuracy).
+    ``recorded``: a recorded run of the same recipe (``gl.lab.recorded(name)``: its ``rows`` and ``label``), drawn
+    first as faint dashed lines of the same colours, so a learner sees the whole curve while the live one grows."""
     names = dict(names or {})
     fig = go.Figure()
+
+    def label(key):
+        return names.get(key, key.replace("acc_", "").replace("loss_", "").upper()
+                         if key.startswith(("acc_", "loss_")) else key)
+
+    if recorded is not None:
+        for key in keys:
+            xs, ys = series(recorded["rows"], key, x)
+            fig.add_trace(go.Scatter(x=xs, y=ys, mode="lines", name=f"{label(key)}, {recorded['label']}",
+                                     line=dict(color=_color(key), dash="dash", width=1.5), opacity=0.45,
+                                     legendgroup="recorded"))
     for key in keys:
         xs, ys = series(history, key, x)
-        label = names.get(key, key.replace("acc_", "").replace("loss_", "").upper()
-                          if key.startswith(("acc_", "loss_")) else key)
-        fig.add_trace(go.Scatter(x=xs, y=ys, mode="lines+markers", name=label, line=dict(color=_color(key)),
+        fig.add_trace(go.Scatter(x=xs, y=ys, mode="lines+markers", name=label(key), line=dict(color=_color(key)),
                                  marker=dict(size=4)))
     return _layout(fig, title or "training curves", xaxis_title=x, yaxis_title=yaxis)
 
