@@ -23,10 +23,11 @@ ROOT = Path(__file__).resolve().parent.parent
 CHROMIUM = "/usr/bin/chromium"
 ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
         "--disable-component-update", "--disable-sync", "--no-first-run"]
-# the explorer's figure: the one whose title says "... at eps = ..."; trace 4 = probabilities on the adversary
+# the explorer's figure: the last one whose title says "... at eps = ..." (the first look above it is a static panel
+# of the same kind); trace 4 = probabilities on the adversary
 EXPLORER = """() => {
   const d = Array.from(document.querySelectorAll('.jp-OutputArea .js-plotly-plot'))
-      .find(d => d.layout && d.layout.title && String(d.layout.title.text || '').includes('at eps ='));
+      .filter(d => d.layout && d.layout.title && String(d.layout.title.text || '').includes('at eps =')).pop();
   return d ? {title: String(d.layout.title.text), y: Array.from(d.data[4].y), z: JSON.stringify(d.data[2].z)} : null;
 }"""
 

@@ -192,3 +192,17 @@ def test_compile_choice_resolves_where_it_pays(run_dir):
     assert json.loads((run_dir / "config.json").read_text())["compile_model"] is False
     r = cli("train", "--compile", "sometimes", *TINY)
     assert r.returncode != 0 and "invalid choice" in r.stderr
+
+
+def test_record_an_unknown_recipe_is_one_clean_line_and_writes_nothing(tmp_path):
+    r = cli("record", "magic", "--out", tmp_path / "rec", "--smoke", "--no-progress")
+    assert r.returncode == 2 and "unknown recipe 'magic'; valid: normal, first_look, fgsm" in r.stderr, r.stderr
+    assert "Traceback" not in r.stderr and r.stderr.strip().count("\n") == 0
+    assert not (tmp_path / "rec").exists()
+
+
+def test_record_writes_the_curve_and_names_where_it_was_made(tmp_path, monkeypatch):
+    monkeypatch.setenv("GMREG_RUNS_DIR", str(tmp_path / "runs"))
+    r = cli("record", "fgsm", "--out", tmp_path / "rec", "--smoke", "--no-progress")
+    assert r.returncode == 0, r.stderr
+    assert (tmp_path / "rec" / "fgsm.json").is_file() and "recorded fgsm:" in r.stdout and "recorded: " in r.stdout

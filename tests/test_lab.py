@@ -129,7 +129,7 @@ def test_estimate_is_measured_here_and_scales_with_the_run(monkeypatch):
 
 def test_a_run_to_train_is_labelled_with_its_estimate_and_a_cached_one_is_not(monkeypatch, tmp_path):
     monkeypatch.setattr(lab, "estimate_seconds", lambda cfg, device="auto": 95.0)
-    monkeypatch.setattr(lab, "ESTIMATE_FROM", 2)                  # (100 iterations in real use)
+    monkeypatch.setattr(lab, "ESTIMATE_FROM", 2)                  # (200 iterations in real use)
     seen = []
     real = lab.train
     monkeypatch.setattr(lab, "train", lambda *a, **kw: (seen.append(kw["progress"]), real(*a, **kw))[1])
@@ -193,7 +193,7 @@ def test_record_writes_a_curve_that_recorded_reads_back_with_its_machine(monkeyp
     path = lab.record("fgsm", out_dir=tmp_path / "rec", smoke=True, progress=False)
     rec = lab.recorded("fgsm", path=path)
     run = lab.cached_train(lab.recipe("fgsm", smoke=True), smoke=True)
-    assert rec["config"] == lab.recipe("fgsm", smoke=True).to_dict()
+    assert rec["config"] == lab.recipe("fgsm", smoke=True)
     assert [r["iteration"] for r in rec["rows"]] == [r["iteration"] for r in lab.log_rows(run.history)]
     assert rec["rows"][0]["acc_pgd"] == lab.log_rows(run.history)[0]["acc_pgd"]
     env = run.metrics["environment"]
@@ -201,6 +201,11 @@ def test_record_writes_a_curve_that_recorded_reads_back_with_its_machine(monkeyp
     assert env["cpu"].split(",")[0] in rec["label"]
     with pytest.raises(gl.errors.GmregError, match="gmreg-lab record nfgsm"):
         lab.recorded("nfgsm", path=tmp_path / "rec" / "nfgsm.json")
+    for broken in ("{not json", '{"rows": []}', '{"config": {"method": "fgsm"}, "rows": []}',
+                   '{"config": {"no_such_field": 1}, "rows": [{"iteration": 1}]}'):
+        (tmp_path / "bad.json").write_text(broken)
+        with pytest.raises(gl.errors.GmregError, match="re-make it with `gmreg-lab record fgsm`"):
+            lab.recorded("fgsm", path=tmp_path / "bad.json")
 
 
 def test_the_packaged_recorded_curves_are_the_recipes_runs_and_show_what_02_says():
@@ -209,7 +214,7 @@ def test_the_packaged_recorded_curves_are_the_recipes_runs_and_show_what_02_says
     describes (``gl.diagnostics.collapse``: the PGD probe under 10 % for good after a peak of at least 15 %) while
     the FGSM probe climbs."""
     rec = lab.recorded("fgsm")
-    assert rec["config"] == lab.recipe("fgsm").to_dict(), "stale: re-record with `gmreg-lab record fgsm`"
+    assert rec["config"] == lab.recipe("fgsm"), "stale: re-record with `gmreg-lab record fgsm`"
     env = rec["environment"]
     assert env.get("cpu") and env.get("time") and env.get("command") and env.get("source_sha256")
     c = gl.diagnostics.collapse(rec["rows"])

@@ -10,6 +10,7 @@ import os
 import re
 import subprocess
 import sys
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -133,20 +134,57 @@ def test_nbval_runs_the_first_notebook_and_its_solutions_cell_by_cell(tmp_path):
     assert f"{cells} passed" in r.stdout and "failed" not in r.stdout and n >= 1, r.stdout[-2000:]
 
 
+# longest first, so that two lanes finish together (smoke times of 2026-12-02)
+PAPERMILL_ORDER = ["04_regularized_training", "02_gradient_masking", "05_evaluation", "06_cifar10", "03_logit_distance",
+                   "07_catastrophic_overfitting"]
+
+
+@pytest.fixture(scope="module")
+def smoke_notebooks(tmp_path_factory):
+    """Notebooks 02-07, each with its exercise solutions appended, run once under papermill in smoke mode, two at a
+    time: one kernel per core with one thread each (smoke notebooks spend their time in the interpreter, so two
+    one-thread kernels side by side finish sooner than one two-thread kernel after another). ``{path: (executed
+    copy, error or None)}``; each notebook's test below checks its own."""
+    pm = pytest.importorskip("papermill")
+    out = tmp_path_factory.mktemp("smoke-notebooks")
+
+    def run(path):
+        withsol, dest = out / f"with_solutions_{path.name}", out / path.name
+        _with_solutions(path, withsol)
+        try:
+            pm.execute_notebook(str(withsol), str(dest), parameters={"SMOKE": True}, kernel_name="python3",
+                                cwd=str(path.parent), progress_bar=False, store_widget_state=False)
+            return dest, None
+        except Exception as e:   # reported by that notebook's test
+            return dest, e
+
+    todo = sorted(NOTEBOOKS[1:], key=lambda p: PAPERMILL_ORDER.index(p.stem))
+    before = os.environ.get("OMP_NUM_THREADS")
+    os.environ["OMP_NUM_THREADS"] = "1"        # read by each kernel when it starts
+    try:
+        with ThreadPoolExecutor(max_workers=max(1, min(2, os.cpu_count() or 1))) as pool:
+            return dict(zip(todo, pool.map(run, todo)))
+    finally:
+        if before is None:
+            os.environ.pop("OMP_NUM_THREADS")
+        else:
+            os.environ["OMP_NUM_THREADS"] = before
+
+
+def test_the_papermill_order_lists_every_notebook_it_runs():
+    assert sorted(PAPERMILL_ORDER) == sorted(p.stem for p in NOTEBOOKS[1:])
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("path", NOTEBOOKS[1:], ids=_ids)
-def test_notebook_runs_in_smoke_mode(path, tmp_path):
-    """Runs the notebook, then every exercise solution of it in the same kernel (so solutions never rot). Notebook
+def test_notebook_runs_in_smoke_mode(path, smoke_notebooks):
+    """The notebook ran, then every exercise solution of it in the same kernel (so solutions never rot). Notebook
     01 runs under nbval instead (above)."""
-    pm = pytest.importorskip("papermill")
-    src = nbformat.read(path, as_version=4)
-    n_cells = len(src.cells)
-    withsol = tmp_path / f"with_solutions_{path.name}"
-    _with_solutions(path, withsol)
-    src = nbformat.read(withsol, as_version=4)
-    out = tmp_path / path.name
-    pm.execute_notebook(str(withsol), str(out), parameters={"SMOKE": True}, kernel_name="python3",
-                        cwd=str(path.parent), progress_bar=False, store_widget_state=False)
+    out, error = smoke_notebooks[path]
+    if error is not None:
+        raise error
+    n_cells = len(nbformat.read(path, as_version=4).cells)
+    src = nbformat.read(out.parent / f"with_solutions_{path.name}", as_version=4)
     nb = nbformat.read(out, as_version=4)
     errors = [o for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", []) if o.output_type == "error"]
     assert not errors, errors

@@ -38,7 +38,7 @@ RECIPES: dict[str, dict] = {
     # notebook 01's first look: 100 iterations of 64 images at lr 0.05, seconds on a CPU (clean accuracy about 98 %);
     # enough to show one adversarial example fooling a model while the full "normal" run trains
     "first_look": dict(method="normal", epochs=1, batch_size=64, limit=6_400, lr=0.05, log_every=100,
-                       select_best=False),
+                       probe_size=50, select_best=False),
     "fgsm": dict(method="fgsm", epochs=1, log_every=25),
     # baselines shown in 04's and 05's tables: 8 probe rows of 100 images (the probes cost as much as the training)
     "rfgsm": dict(method="rfgsm", epochs=1, log_every=200, probe_size=100),
@@ -232,20 +232,29 @@ def record(name: str, *, out_dir=None, smoke: bool = False, device="auto", progr
 
 
 def recorded(name: str, *, path=None) -> dict:
-    """The recorded curve of recipe ``name`` (written by :func:`record`): ``{"rows", "config", "label", ...}``, with
-    ``label`` naming where and when it was trained ("recorded: AMD EPYC, 2026-12-02, 3.1 min"), for
-    ``gl.plots.training_curves(..., recorded=...)``. Raises GmregError when there is none."""
+    """The recorded curve of recipe ``name`` (written by :func:`record`): ``{"rows", "config" (a TrainConfig),
+    "label", ...}``, with ``label`` naming where and when it was trained ("recorded: AMD EPYC, 2 cores, 2026-12-02,
+    63 s of training steps"), for ``gl.plots.training_curves(..., recorded=...)``. Raises GmregError when there is
+    none."""
     f = Path(path) if path is not None else RECORDED_DIR / f"{name}.json"
     if not f.exists():
         raise GmregError(f"no recorded curve for recipe {name!r} at {f}; make it with `gmreg-lab record {name}`")
-    doc = read_json(f)
+    try:
+        doc = read_json(f)
+        config = TrainConfig.from_dict(doc["config"])
+        rows = doc["rows"]
+    except (ValueError, KeyError, TypeError) as e:
+        raise GmregError(f"the recorded curve {f} is broken ({type(e).__name__}: {e}); re-make it with "
+                         f"`gmreg-lab record {name}`") from None
+    if not isinstance(rows, list) or not rows:
+        raise GmregError(f"the recorded curve {f} holds no probe rows; re-make it with `gmreg-lab record {name}`")
     env = doc.get("environment", {})
     when = str(env.get("time") or "")[:10]
     took = doc.get("train_seconds")
     where = env.get("gpu") or ", ".join(str(env.get("cpu") or env.get("device") or "unknown machine").split(", ")[:2])
     bits = [where, when,
-            format_seconds(took) + " of training" if took else ""]
-    return {**doc, "label": "recorded: " + ", ".join(b for b in bits if b)}
+            format_seconds(took) + " of training steps" if took else ""]
+    return {**doc, "config": config, "label": "recorded: " + ", ".join(b for b in bits if b)}
 
 
 def seconds_per_epoch(result: TrainResult, images: int = MNIST_TRAIN_IMAGES) -> float:
@@ -266,7 +275,8 @@ def _train_images(cfg: TrainConfig) -> int:
 
 
 # --- how long a run will take on this machine ---------------------------------------------------------------------
-ESTIMATE_FROM = 100   # iterations: shorter runs (smoke runs) get a plain progress bar, not worth measuring
+ESTIMATE_FROM = 200   # iterations: shorter runs (smoke runs, 01's first look) get a plain progress bar: measuring the
+# machine's speed first (seconds) would cost a large part of their run
 _SPEED: dict = {}     # (what decides a step's and a probe's cost) -> (seconds per step, seconds per probe row)
 
 
