@@ -154,8 +154,9 @@ def test_checklist_table_is_tall_enough_for_every_wrapped_row():
 def test_training_curves_draw_a_recorded_run_first_faint_and_dashed():
     rec = {"rows": ROWS[:3], "label": "recorded: a CPU, 2026-12-02"}
     fig = plots.training_curves(ROWS, ("acc_clean", "acc_pgd"), recorded=rec)
-    assert [t.name for t in fig.data] == ["CLEAN, recorded: a CPU, 2026-12-02", "PGD, recorded: a CPU, 2026-12-02",
-                                          "CLEAN", "PGD"]
+    assert [t.name for t in fig.data] == ["CLEAN, earlier run (recorded: a CPU, 2026-12-02)",
+                                          "PGD, earlier run (recorded: a CPU, 2026-12-02)", "CLEAN, this run",
+                                          "PGD, this run"]
     assert fig.data[0].line.dash == "dash" and fig.data[2].line.dash is None
     assert list(fig.data[1].y) == [29, 28, 27] and list(fig.data[3].x) == [1, 2, 3, 4, 5]
     assert fig.data[0].line.color == fig.data[2].line.color

@@ -62,7 +62,9 @@ def training_curves(history, keys: Sequence[str] = ("acc_clean", "acc_fgsm", "ac
                     x: str = "iteration", recorded: Optional[Mapping] = None) -> go.Figure:
     """One line per history key over training iterations (default: clean / FGSM / PGD probe accuracy).
     ``recorded``: a recorded run of the same recipe (``gl.lab.recorded(name)``: its ``rows`` and ``label``), drawn
-    first as faint dashed lines of the same colours, so a learner sees the whole curve while the live one grows."""
+    first as faint dashed lines of the same colours and named "earlier run (...)", while ``history``'s lines are
+    named "this run": a learner sees the whole curve while the live one grows, and never mistakes one for the
+    other."""
     names = dict(names or {})
     fig = go.Figure()
 
@@ -73,13 +75,14 @@ def training_curves(history, keys: Sequence[str] = ("acc_clean", "acc_fgsm", "ac
     if recorded is not None:
         for key in keys:
             xs, ys = series(recorded["rows"], key, x)
-            fig.add_trace(go.Scatter(x=xs, y=ys, mode="lines", name=f"{label(key)}, {recorded['label']}",
+            fig.add_trace(go.Scatter(x=xs, y=ys, mode="lines", name=f"{label(key)}, earlier run ({recorded['label']})",
                                      line=dict(color=_color(key), dash="dash", width=1.5), opacity=0.45,
                                      legendgroup="recorded"))
     for key in keys:
         xs, ys = series(history, key, x)
-        fig.add_trace(go.Scatter(x=xs, y=ys, mode="lines+markers", name=label(key), line=dict(color=_color(key)),
-                                 marker=dict(size=4)))
+        fig.add_trace(go.Scatter(x=xs, y=ys, mode="lines+markers",
+                                 name=label(key) + (", this run" if recorded is not None else ""),
+                                 line=dict(color=_color(key)), marker=dict(size=4)))
     return _layout(fig, title or "training curves", xaxis_title=x, yaxis_title=yaxis)
 
 
