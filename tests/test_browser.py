@@ -137,14 +137,19 @@ def _open_url(url, token, notebook):
     return f"{url}/lab/workspaces/{Path(notebook).stem}/tree/{notebook}?token={token}&reset"
 
 
-def _run_all(page, url, token, notebook, timeout_ms, done: str = READY):
-    """Open ``notebook`` in JupyterLab, Run All Cells, and wait until a cell printed ``done``."""
+def _start_run_all(page, url, token, notebook):
+    """Open ``notebook`` in JupyterLab and click Run All Cells (returns at once)."""
     page.goto(_open_url(url, token, notebook))
     page.wait_for_selector(".jp-Notebook-ExecutionIndicator[data-status='idle']", timeout=120_000)
     page.locator(".jp-Notebook .jp-Cell").first.click()
     page.keyboard.press("Escape")                          # command mode, or Run All does nothing
     page.get_by_role("menuitem", name="Run", exact=True).click()
     page.get_by_role("menuitem", name="Run All Cells", exact=True).click()
+
+
+def _run_all(page, url, token, notebook, timeout_ms, done: str = READY):
+    """Open ``notebook`` in JupyterLab, Run All Cells, and wait until a cell printed ``done``."""
+    _start_run_all(page, url, token, notebook)
     # printed by the last cell: looked for in the outputs, not in the cell's source
     page.locator(".jp-OutputArea-output", has_text=done).wait_for(timeout=timeout_ms)
 
@@ -227,12 +232,7 @@ def test_notebook_04_training_panel_in_a_real_browser(lab_server, tmp_path):
     url, token = lab_server
     errors = []
     with _browser_page(errors) as page:
-        page.goto(_open_url(url, token, "04_panel.ipynb"))
-        page.wait_for_selector(".jp-Notebook-ExecutionIndicator[data-status='idle']", timeout=120_000)
-        page.locator(".jp-Notebook .jp-Cell").first.click()
-        page.keyboard.press("Escape")
-        page.get_by_role("menuitem", name="Run", exact=True).click()
-        page.get_by_role("menuitem", name="Run All Cells", exact=True).click()
+        _start_run_all(page, url, token, "04_panel.ipynb")
         train = page.locator(".jupyter-button", has_text="Train")
         stop = page.locator(".jupyter-button", has_text="Stop")
         train.wait_for(timeout=180_000)
