@@ -2,7 +2,8 @@
 # gmreg-lab in one command.
 #   ./kit.sh lab    set up .venv (first time only) and open JupyterLab on notebooks/
 #   ./kit.sh test   set up .venv (first time only) and run the whole test suite (what CI runs)
-#   ./kit.sh course run every notebook in full mode and write the executed, readable copies to course/
+#   ./kit.sh course train the runs the notebooks use (recorded by the last build) up front, one process per core,
+#                   then run every notebook in full mode and write the executed, readable copies to course/
 set -euo pipefail
 cd "$(dirname "$0")"
 VENV=.venv
@@ -52,7 +53,7 @@ case "${1:-}" in
     exec "$PY" -m gmreg_lab.runners.course "${@:2}"
     ;;
   *)
-    echo "usage: ./kit.sh lab | test [pytest args] | course [--only 01,03]" >&2
+    echo "usage: ./kit.sh lab | test [pytest args] | course [--only 01,03] [--no-pretrain] [--jobs N]" >&2
     exit 2
     ;;
 esac

@@ -28,8 +28,8 @@ from .training import TrainResult, train
 
 __version__ = "0.1.0"
 # the modules outside the science folder, by the folder that holds them (imported on first use)
-HOMES = {**{m: "runners" for m in ("audit", "bench", "cache", "course", "jobs", "report_tables", "reproduce",
-                                   "suite")},
+HOMES = {**{m: "runners" for m in ("audit", "bench", "cache", "course", "course_plan", "jobs", "report_tables",
+                                   "reproduce", "suite")},
          **{m: "views" for m in ("cli", "lab", "plots", "report_figures", "widgets")}}
 __all__ = ["TrainConfig", "GmregError", "TrainResult", "train", "load_model", "parse_attacks", "sweep",
            "transfer", "attacks", "autoattack", "config", "data", "diagnostics", "errors", "evaluate", "fixtures",

@@ -278,7 +278,7 @@ def test_a_cached_rebuild_keeps_the_last_measured_first_run(tmp_path):
     m = course._record(tmp_path, {"04_x": {**cached, "sha256": "b"}})
     assert "first run 10.0 min (build of 2026-12-02T08:00 on an earlier version of the notebook)" in \
         (tmp_path / "index.html").read_text()
-    assert "with the runs cached 1.8 min (this build)" in index
+    assert "with the runs cached 1.8 min (that build)" in index
     m = course._record(tmp_path, {"04_x": {**cached, "trained_runs": 1, "training_seconds": 30.0}})
     assert m["04_x"]["first_run"]["seconds"] == 600.0, "one run trained again (a stopped panel run): not a first run"
     m = course._record(tmp_path, {"04_x": {**first, "seconds": 500.0}})

@@ -187,7 +187,9 @@ def test_course_time_reads_the_manifest_and_says_when_it_cannot(tmp_path, monkey
     assert "no course build has timed 04_y" in lab.course_time("04_y", manifest=m)
     assert "no course build" in lab.course_time("03_x", manifest=tmp_path / "missing.json")
     monkeypatch.setenv(lab.ENV_COURSE_BUILD, "1")
-    assert "this is the course build itself" in lab.course_time("03_x", manifest=m)
+    text = lab.course_time("03_x", manifest=m)
+    assert "this page was made by the course build" in text and "in the build before it of 2026-12-02T08:00" in text
+    assert "first run 10.0 min" in text, "a page made by a build still prints the first run's time"
 
 
 def test_record_writes_a_curve_that_recorded_reads_back_with_its_machine(monkeypatch, tmp_path):

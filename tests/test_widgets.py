@@ -132,6 +132,8 @@ def test_panel_caches_runs_in_out_dir(tmp_path):
     fresh = widgets.training_panel(lab.recipe("normal", smoke=True), out_dir=tmp_path)   # a later session
     cached = fresh.train_blocking(timeout=60)                     # from the disk cache: the same run, not retrained
     assert cached.history == first.history and cached.metrics["iterations"] == first.metrics["iterations"]
+    assert [s["cached"] for s in panel.summary()] == [False], "the first session trained it"
+    assert [s["cached"] for s in fresh.summary()] == [True] and "(cached: trained earlier)" in fresh.status.value
 
 
 def test_panel_remembers_every_run_and_builds_the_lambda_curve():

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import atexit
 import hashlib
+import json
 import os
 import shutil
 import tempfile
@@ -18,6 +19,7 @@ from typing import Optional
 from ..config import TrainConfig
 
 ENV_RUNS_DIR = "GMREG_RUNS_DIR"
+ENV_USED = "GMREG_COURSE_USED"   # set by the course build: a file that logs every run folder a notebook asks for
 
 _SMOKE_DIR: Optional[Path] = None
 
@@ -49,5 +51,12 @@ def run_name(cfg: TrainConfig, prefix: str = "nb") -> str:
 
 
 def run_dir(cfg: TrainConfig, *, smoke: bool = False, root=None) -> Path:
-    """The cache folder of ``cfg``: ``root`` (default ``runs_dir(smoke)``) / ``run_name(cfg)``."""
-    return (Path(root) if root is not None else runs_dir(smoke)) / run_name(cfg)
+    """The cache folder of ``cfg``: ``root`` (default ``runs_dir(smoke)``) / ``run_name(cfg)``. During a course
+    build (``$GMREG_COURSE_USED``) the folder is also logged: the build's plan of runs to train up front
+    (``runners/course_plan.py``) is what the notebooks asked for."""
+    out = (Path(root) if root is not None else runs_dir(smoke)) / run_name(cfg)
+    used = os.environ.get(ENV_USED)
+    if used and not smoke:      # the config as asked for: a checkpoint stores some fields resolved ("auto" -> bf16)
+        with open(used, "a") as f:
+            f.write(json.dumps({"dir": str(out.resolve()), "config": cfg.to_dict()}) + "\n")
+    return out

@@ -6,7 +6,11 @@ notebook it was made from; ``course/MANIFEST.json`` holds the same for all of th
 when a notebook changed after its page was made). plotly.js is shipped once (``course/plotly.min.js``); every
 figure becomes a ``<div>`` that uses it. Interactive widgets need a kernel: the pages say so where they stood.
 
-    python -m gmreg_lab.runners.course [--out course] [--only 01,03] [--timeout 7200]
+Before the notebooks, the build trains up front every run the last build recorded for them (``course_plan``: one
+worker process per core, longest first), so that a notebook finds its runs cached and no core idles while one long
+run trains alone; ``BUILD.json`` and the index say how long each part took.
+
+    python -m gmreg_lab.runners.course [--out course] [--only 01,03] [--timeout 7200] [--no-pretrain] [--jobs N]
 """
 
 from __future__ import annotations
@@ -47,8 +51,10 @@ def times_text(e: dict) -> str:
                  and f["sha256"] != e["sha256"] else "")
         return (f"first run {f['seconds'] / 60:.1f} min (build of {f.get('started', '?')}{older}), "
                 f"{f['training_seconds'] / 60:.1f} min of it with runs training (wall clock, probes included: "
-                f"{f['trained_runs']} run(s)); with the runs cached {first} (this build"
-                + (f", which trained {e['trained_runs']} run(s) again)" if e["trained_runs"] else ")"))
+                f"{f['trained_runs']} run(s)); with the runs cached {first} (that build"
+                + (f", which trained {e['trained_runs']} run(s) itself)" if e["trained_runs"] else ")")
+                + (" (that first run stopped at a failing check of the notebook, so a whole one takes a little longer)"
+                   if f.get("passed") is False else ""))
     if e["trained_runs"] == 0:
         return f"{first} (its runs were cached already)"
     cached = max(0.0, e["seconds"] - e["training_seconds"]) / 60
@@ -232,19 +238,24 @@ def strip_network_scripts(html: str) -> str:
     return NETWORK_SCRIPT.sub("", html)
 
 
-def run_one(path: Path, out: Path, timeout: int) -> dict:
-    """Execute ``path`` in full mode, write ``out/<name>.html``; returns its manifest entry."""
+def run_one(path: Path, out: Path, timeout: int, command: Optional[str] = None) -> dict:
+    """Execute ``path`` in full mode, write ``out/<name>.html``; returns its manifest entry. ``command``: the build's
+    command line, for the page's banner."""
     import nbformat
     import papermill as pm
 
     from .cache import runs_dir
+    from .course_plan import ENV_USED, plan_entries, used_runs
 
     digest, started, t0 = sha256(path), dt.datetime.now().astimezone(), time.time()
     cache_before = run_stamps(runs_dir())
     executed = out / ".executed" / str(os.getpid()) / path.name   # per process: two --only runs may share out/
     executed.parent.mkdir(parents=True, exist_ok=True)
+    used_log = executed.parent / f"{path.stem}.used"
+    used_log.unlink(missing_ok=True)
     env_smoke = os.environ.pop("GMREG_SMOKE", None)
     os.environ[ENV_COURSE_BUILD] = "1"      # the notebook's set-up cell: "this is the course build itself"
+    os.environ[ENV_USED] = str(used_log)    # every run folder the notebook asks for (the next build's plan)
     error = None
     try:
         pm.execute_notebook(str(path), str(executed), parameters={"SMOKE": False}, kernel_name="python3",
@@ -254,6 +265,7 @@ def run_one(path: Path, out: Path, timeout: int) -> dict:
         error = f"{type(e).__name__}: {str(e)[-2000:]}"
     finally:
         os.environ.pop(ENV_COURSE_BUILD, None)
+        os.environ.pop(ENV_USED, None)
         if env_smoke is not None:
             os.environ["GMREG_SMOKE"] = env_smoke
     seconds = time.time() - t0
@@ -263,11 +275,16 @@ def run_one(path: Path, out: Path, timeout: int) -> dict:
              "seconds": round(seconds, 1), "passed": error is None, "error": error,
              "trained_runs": len(trained), "training_seconds": round(training_wall_seconds(runs_dir(), cache_before,
                                                                                           t0), 1),
-             "exercises": exercises(path), "title": notebook_title(path), "environment": environment_info()}
+             "exercises": exercises(path), "title": notebook_title(path), "environment": environment_info(),
+             "runs": plan_entries(used_runs(used_log), runs_dir())}
     status = ("every assertion of its final cell held" if error is None
               else f"**it FAILED**: {error.splitlines()[0] if error else ''}")
-    banner = (f"> **Executed course copy.** Made by `{COMMAND}` on {entry['machine']}, started "
-              f"{entry['started']}, {seconds / 60:.1f} minutes, full mode (not smoke); {status}. Source: "
+    used = len(used_runs(used_log))
+    cached = (f" with {used - len(trained)} of the {used} runs it uses already in the run cache (trained by this "
+              f"build's up-front step, an earlier notebook or an earlier build; the course index gives its first run "
+              f"with nothing cached)" if used > len(trained) else "")
+    banner = (f"> **Executed course copy.** Made by `{command or COMMAND}` on {entry['machine']}, started "
+              f"{entry['started']}, {seconds / 60:.1f} minutes{cached}, full mode (not smoke); {status}. Source: "
               f"`notebooks/{path.name}`, SHA-256 `{digest[:16]}…`. Figures are static here; the widgets need "
               f"JupyterLab (`./kit.sh lab`).")
     if executed.exists():
@@ -386,7 +403,7 @@ def _exercise_cost(e: dict) -> str:
     return f"; {x['count']} exercise(s){trains}"
 
 
-def index_html(manifest: dict) -> str:
+def index_html(manifest: dict, build: Optional[dict] = None) -> str:
     rows = "\n".join(f'<li><a href="{e["html"]}">{html.escape(e.get("title", name))}</a> — {_times(e)}'
                      f'{_exercise_cost(e)}; {"passed" if e.get("passed") else "FAILED"}, '
                      f'started {e.get("started", "?")}'
@@ -397,11 +414,12 @@ def index_html(manifest: dict) -> str:
             f"<link rel='stylesheet' href='{STYLESHEET}'></head><body><h1>gmreg-lab: the executed course</h1>"
             f"<p>Every notebook run top to bottom in full mode by <code>{COMMAND}</code>: what you should see when "
             f"you run them yourself. Times are wall-clock on {machines or 'the machine named on each page'} (a "
-            f"training cell says before it starts how long it will take on yours).</p><ol>{rows}</ol>"
+            f"training cell says before it starts how long it will take on yours).</p>"
+            + (f"<p>{build_text(build)}</p>" if build else "") + f"<ol>{rows}</ol>"
             f"</body></html>")
 
 
-FIRST_RUN_KEYS = ("seconds", "training_seconds", "trained_runs", "started", "machine", "sha256")
+FIRST_RUN_KEYS = ("seconds", "training_seconds", "trained_runs", "started", "machine", "sha256", "passed")
 
 
 def keep_first_run(entry: dict, old: Optional[dict]) -> dict:
@@ -430,12 +448,63 @@ def _record(out: Path, entries: dict, replace: bool = False) -> dict:
         manifest = json.loads(manifest_file.read_text()) if manifest_file.exists() and not replace else {}
         entries = {name: keep_first_run(e, manifest.get(name)) for name, e in entries.items()}
         manifest = dict(sorted({**manifest, **entries}.items()))
-        files = {"MANIFEST.json": json.dumps(manifest, indent=2) + "\n", "index.html": index_html(manifest)}
+        try:
+            build = json.loads((out / BUILD_FILE).read_text())
+        except (OSError, ValueError):
+            build = None
+        files = {"MANIFEST.json": json.dumps(manifest, indent=2) + "\n", "index.html": index_html(manifest, build)}
         for name, text in files.items():
             tmp = scratch / f"{name}.{os.getpid()}"
             tmp.write_text(text)
             tmp.replace(out / name)
     return manifest
+
+
+BUILD_FILE = "BUILD.json"     # the last whole build: its runs trained up front, each notebook, the total
+
+
+def pretrain_recorded(out: Path, notebooks: list, *, jobs=None) -> dict:
+    """Train up front the runs that ``out/MANIFEST.json`` records for ``notebooks`` (paths), in one worker per core
+    (``course_plan.pretrain``); returns what it did, for ``BUILD.json``."""
+    from .cache import runs_dir
+    from .course_plan import plan_from_manifest, pretrain
+
+    try:
+        manifest = json.loads((Path(out) / "MANIFEST.json").read_text())
+    except (OSError, ValueError):
+        manifest = {}
+    plan = plan_from_manifest(manifest, [p.stem for p in notebooks])
+    print(f"course: {len(plan)} run(s) recorded by earlier builds for these notebooks", flush=True)
+    done = pretrain(plan, runs_dir(), jobs=jobs)
+    done["planned"] = len(plan)
+    print(f"course: trained {len(done['trained'])} run(s) up front in {done['seconds'] / 60:.1f} min"
+          + (f"; failed (left to their notebooks): {', '.join(done['failed'])}" if done["failed"] else ""), flush=True)
+    return done
+
+
+def _write_atomic(path: Path, text: str) -> None:
+    tmp = path.with_name(f".{path.name}.{os.getpid()}")
+    tmp.write_text(text)
+    tmp.replace(path)
+
+
+def build_text(build: Optional[dict]) -> str:
+    """The last whole build in words, for the index: the runs trained up front, the notebooks, the total."""
+    if not build:
+        return ""
+    nbs = build.get("notebooks") or {}
+    pre = build.get("pretrain")
+    inside = sum(v.get("trained_runs", 0) for v in nbs.values())
+    parts = []
+    if pre:
+        parts.append(f"{len(pre.get('trained', []))} run(s) trained up front in {pre.get('processes', 1)} processes, "
+                     f"{pre['seconds'] / 60:.1f} min")
+    parts.append(f"the {len(nbs)} notebooks {sum(v['seconds'] for v in nbs.values()) / 60:.1f} min"
+                 + (f" (they trained {inside} run(s) themselves)" if inside else " (every run cached)"))
+    return (f"The last whole build (<code>{html.escape(build['command'])}</code>, started {build['started']}, on "
+            f"{html.escape(build['machine'])}) took <b>{build['seconds'] / 60:.1f} min</b>: {'; '.join(parts)}. "
+            f"A page re-made since by <code>--only</code> says so in its banner; each line below gives the first run "
+            f"and the page's own build (\"that build\").")
 
 
 def main(argv=None) -> int:
@@ -449,6 +518,10 @@ def main(argv=None) -> int:
                     help="run nothing: put an 'out of date' banner on every page whose notebook changed since")
     ap.add_argument("--refresh", action="store_true",
                     help="run nothing: give every page the offline maths, titles, links and shared stylesheet")
+    ap.add_argument("--no-pretrain", action="store_true",
+                    help="do not train the recorded runs up front: each notebook trains its runs when it reaches them")
+    ap.add_argument("--jobs", type=int, default=None, help="worker processes for the runs trained up front "
+                    "(default: one per CPU core)")
     a = ap.parse_args(argv)
     out = Path(a.out)
     if a.mark_stale or a.refresh:
@@ -462,12 +535,24 @@ def main(argv=None) -> int:
     shutil.copy(Path(plotly.__file__).parent / "package_data" / "plotly.min.js", out / "plotly.min.js")
     wanted = [p for p in sorted(NOTEBOOKS.glob("[0-9][0-9]_*.ipynb"))
               if a.only is None or p.name[:2] in a.only.split(",")]
+    t0, started = time.time(), dt.datetime.now().astimezone()
+    build = {"command": " ".join([COMMAND, *(argv if argv is not None else sys.argv[1:])]), "machine": machine(),
+             "started": started.isoformat(timespec="seconds"), "notebooks": {}}
+    if not a.no_pretrain:
+        build["pretrain"] = pretrain_recorded(out, wanted, jobs=a.jobs)
     for path in wanted:
         print(f"course: {path.name} ...", flush=True)
-        entry = run_one(path, out, a.timeout)
+        entry = run_one(path, out, a.timeout, build["command"])
         manifest = _record(out, {path.stem: entry})
-        print(f"course: {path.name} {'passed' if entry['passed'] else 'FAILED'} in {entry['seconds'] / 60:.1f} min",
-              flush=True)
+        build["notebooks"][path.stem] = {"seconds": entry["seconds"], "trained_runs": entry["trained_runs"],
+                                         "passed": entry["passed"]}
+        itself = f" (it trained {entry['trained_runs']} run(s) itself)" if entry["trained_runs"] else ""
+        print(f"course: {path.name} {'passed' if entry['passed'] else 'FAILED'} in {entry['seconds'] / 60:.1f} min"
+              f"{itself}", flush=True)
+    build["seconds"] = round(time.time() - t0, 1)
+    if a.only is None:       # the index states the last whole build: how long a first run of the course takes
+        _write_atomic(out / BUILD_FILE, json.dumps(build, indent=2) + "\n")
+    print(f"course: the build took {build['seconds'] / 60:.1f} min", flush=True)
     manifest = _record(out, {})
     refresh_pages(out)
     shutil.rmtree(out / ".executed" / str(os.getpid()), ignore_errors=True)

@@ -76,16 +76,17 @@ def course_time(notebook: str, manifest=None) -> str:
     ``./kit.sh course`` build, on the machine that build names, from ``course/MANIFEST.json``."""
     import json
 
-    if os.environ.get(ENV_COURSE_BUILD):
-        return ("How long: this is the course build itself; the banner at the top of this page gives this build's "
-                "time, and the course index (index.html) the first run's, with nothing cached.")
+    building = bool(os.environ.get(ENV_COURSE_BUILD))
     default = Path(__file__).resolve().parents[2] / "course" / "MANIFEST.json"
     manifest = Path(manifest) if manifest is not None else default
+    first = ("How long: this page was made by the course build, whose banner at the top gives this build's time; "
+             if building else "How long, ")
     try:
         e = json.loads(manifest.read_text())[notebook]
     except (OSError, ValueError, KeyError):
-        return f"How long: no course build has timed {notebook} yet (./kit.sh course records it)."
-    return (f"How long, in the course build of {e.get('started', '?')} on {e.get('machine', '?')}: {times_text(e)}"
+        return f"{first}no course build has timed {notebook} yet (./kit.sh course records it)."
+    return (f"{first}{'in the build before it' if building else 'in the course build'} of {e.get('started', '?')} "
+            f"on {e.get('machine', '?')}: {times_text(e)}"
             + (" (the notebook changed since that build)" if e.get("stale") else ""))
 
 

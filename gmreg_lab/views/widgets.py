@@ -258,7 +258,7 @@ class TrainingPanel(_Displayable):
                         "pgd": last[-1]["acc_pgd"] if last else None, "fgsm": last[-1]["acc_fgsm"] if last else None,
                         "logit_dist": last[-1]["logit_dist"] if last else None, "verdict": v["verdict"],
                         "verdict_text": v["text"], "iterations": last[-1]["iteration"] if last else 0,
-                        "seconds": m["seconds"], "stopped": m["stopped"]})
+                        "seconds": m["seconds"], "stopped": m["stopped"], "cached": bool(m.get("cached"))})
         return out
 
     def _budget_text(self, note: str) -> str:
@@ -396,8 +396,9 @@ class TrainingPanel(_Displayable):
         try:
             out = None
             if self.out_dir is not None:
-                from .lab import run_dir
+                from .lab import _finished, run_dir
                 out = run_dir(cfg, root=self.out_dir)   # the same cache as lab.cached_train
+                mem["cached"] = _finished(out, cfg)    # trained earlier (another session, the course build)
             res = train(cfg, out, resume=out is not None, device=self.device, data_dir=self.data_dir,
                         callback=lambda row: self._on_row(run_id, cfg, row), stop=stop, progress=False)
             seconds = time.perf_counter() - self._t0
@@ -410,7 +411,8 @@ class TrainingPanel(_Displayable):
             state = {False: "done", "by you": "stopped", "at the verdict": "stopped: it masks"}[mem["stopped"]]
             self._draw(self._title(cfg, f"{state} after {res.metrics.get('iterations', '?')} iterations"))
             self._draw_summary()
-            self.status.value = f"{label}: {state} in {seconds:.1f} s. {mem['verdict']['text']}"
+            cached = " (cached: trained earlier)" if mem.get("cached") else ""
+            self.status.value = f"{label}: {state} in {seconds:.1f} s{cached}. {mem['verdict']['text']}"
         except BaseException as e:  # shown in the panel; wait() re-raises it
             self.error = e
             self.memory.pop(label, None)
