@@ -42,8 +42,6 @@ def test_a_build_records_the_runs_its_notebook_asked_for_and_the_next_one_trains
     entries = course_plan.plan_entries(folders, first)
     assert [e["name"] for e in entries] == [f["dir"].name for f in folders]
     assert all(e["config"]["precision"] == "auto" for e in entries), "the config asked for, not the resolved one"
-    # a log of bare folder names (or a lost config): the checkpoint's config, its precision set back to "auto"
-    assert course_plan.plan_entries([f["dir"] for f in folders], first) == entries
     assert entries[0]["snapshot_at"] == [2]
     assert all(s.startswith(course_plan.RUNS_PREFIX) for s in entries[-1]["config"]["eat_sources"])
     json.dumps(entries)                                         # the manifest stores them as they are
@@ -66,20 +64,22 @@ def test_a_build_records_the_runs_its_notebook_asked_for_and_the_next_one_trains
 
 
 def test_the_plan_skips_what_cannot_be_trained_up_front(tmp_path):
-    """An unfinished run, a folder outside the runs folder and a missing one are not planned."""
+    """An unfinished run, a folder outside the runs folder, a missing one and a folder the config does not name
+    are not planned."""
+    import shutil
+
     root = tmp_path / "runs"
     cfg = lab.recipe("fgsm", smoke=True, precision="fp32")
     res = lab.cached_train(cfg, root=root, progress=False)
     other = lab.cached_train(cfg.replace(seed=3), root=tmp_path / "elsewhere", progress=False)
-    metrics = json.loads((res.run_dir / "metrics.json").read_text())
-    assert course_plan.plan_entries([res.run_dir, other.run_dir, root / "nope"], root)[0]["name"] == res.run_dir.name
-    renamed = res.run_dir.with_name(res.run_dir.name + "-copy")         # no config names this folder
-    import shutil
+    renamed = res.run_dir.with_name(res.run_dir.name + "-copy")
     shutil.copytree(res.run_dir, renamed)
-    assert course_plan.plan_entries([renamed], root) == []
-    assert len(course_plan.plan_entries([res.run_dir, other.run_dir, root / "nope"], root)) == 1
+    used = [{"dir": d, "config": c.to_dict()} for d, c in ((res.run_dir, cfg), (other.run_dir, cfg.replace(seed=3)),
+                                                            (root / "nope", cfg), (renamed, cfg))]
+    assert [e["name"] for e in course_plan.plan_entries(used, root)] == [res.run_dir.name]
+    metrics = json.loads((res.run_dir / "metrics.json").read_text())
     (res.run_dir / "metrics.json").write_text(json.dumps({**metrics, "complete": False}))
-    assert course_plan.plan_entries([res.run_dir], root) == []
+    assert course_plan.plan_entries(used[:1], root) == []
 
 
 def test_the_index_states_the_last_whole_build():

@@ -29,7 +29,7 @@ import time
 from pathlib import Path
 from typing import Optional
 
-from ..runs import environment_info
+from ..runs import atomic_write_text, environment_info
 
 ROOT = Path(__file__).resolve().parents[2]
 NOTEBOOKS = ROOT / "notebooks"
@@ -270,19 +270,19 @@ def run_one(path: Path, out: Path, timeout: int, command: Optional[str] = None) 
             os.environ["GMREG_SMOKE"] = env_smoke
     seconds = time.time() - t0
     trained = trained_since(runs_dir(), cache_before, t0)
+    used = used_runs(used_log)
     entry = {"notebook": f"notebooks/{path.name}", "sha256": digest, "html": f"{path.stem}.html",
              "command": COMMAND, "machine": machine(), "started": started.isoformat(timespec="seconds"),
              "seconds": round(seconds, 1), "passed": error is None, "error": error,
              "trained_runs": len(trained), "training_seconds": round(training_wall_seconds(runs_dir(), cache_before,
                                                                                           t0), 1),
              "exercises": exercises(path), "title": notebook_title(path), "environment": environment_info(),
-             "runs": plan_entries(used_runs(used_log), runs_dir())}
+             "runs": plan_entries(used, runs_dir())}
     status = ("every assertion of its final cell held" if error is None
               else f"**it FAILED**: {error.splitlines()[0] if error else ''}")
-    used = len(used_runs(used_log))
-    cached = (f" with {used - len(trained)} of the {used} runs it uses already in the run cache (trained by this "
-              f"build's up-front step, an earlier notebook or an earlier build; the course index gives its first run "
-              f"with nothing cached)" if used > len(trained) else "")
+    cached = (f" with {len(used) - len(trained)} of the {len(used)} runs it uses already in the run cache (trained "
+              f"by this build's up-front step, an earlier notebook or an earlier build; the course index gives its "
+              f"first run with nothing cached)" if len(used) > len(trained) else "")
     banner = (f"> **Executed course copy.** Made by `{command or COMMAND}` on {entry['machine']}, started "
               f"{entry['started']}, {seconds / 60:.1f} minutes{cached}, full mode (not smoke); {status}. Source: "
               f"`notebooks/{path.name}`, SHA-256 `{digest[:16]}…`. Figures are static here; the widgets need "
@@ -482,12 +482,6 @@ def pretrain_recorded(out: Path, notebooks: list, *, jobs=None) -> dict:
     return done
 
 
-def _write_atomic(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}")
-    tmp.write_text(text)
-    tmp.replace(path)
-
-
 def build_text(build: Optional[dict]) -> str:
     """The last whole build in words, for the index: the runs trained up front, the notebooks, the total."""
     if not build:
@@ -551,7 +545,7 @@ def main(argv=None) -> int:
               f"{itself}", flush=True)
     build["seconds"] = round(time.time() - t0, 1)
     if a.only is None:       # the index states the last whole build: how long a first run of the course takes
-        _write_atomic(out / BUILD_FILE, json.dumps(build, indent=2) + "\n")
+        atomic_write_text(out / BUILD_FILE, json.dumps(build, indent=2) + "\n")
     print(f"course: the build took {build['seconds'] / 60:.1f} min", flush=True)
     manifest = _record(out, {})
     refresh_pages(out)

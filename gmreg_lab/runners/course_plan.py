@@ -24,7 +24,6 @@ from pathlib import Path
 from typing import Optional
 
 from ..config import TrainConfig
-from ..errors import GmregError
 from .cache import ENV_USED, run_name  # noqa: F401 -- ENV_USED: the variable a build sets for its kernels
 
 log = logging.getLogger(__name__)
@@ -34,53 +33,33 @@ RUNS_PREFIX = "{runs}/"      # an EAT source inside the runs folder, written rel
 
 def used_runs(log_file: Path) -> list[dict]:
     """The runs logged to ``log_file`` (``$GMREG_COURSE_USED``), each once, in first-use order: ``{"dir": Path,
-    "config": the config the notebook asked for}`` (``None`` in logs that hold bare folder names)."""
+    "config": the config the notebook asked for}``."""
     try:
         lines = Path(log_file).read_text().splitlines()
     except OSError:
         return []
     out = {}
-    for line in lines:
-        line = line.strip()
-        if not line:
-            continue
-        rec = json.loads(line) if line.startswith("{") else {"dir": line, "config": None}
-        out.setdefault(rec["dir"], {"dir": Path(rec["dir"]), "config": rec.get("config")})
+    for rec in (json.loads(line) for line in lines if line.strip()):
+        out.setdefault(rec["dir"], {"dir": Path(rec["dir"]), "config": rec["config"]})
     return list(out.values())
 
 
-def requested_config(folder: Path, asked: Optional[dict], stored: dict) -> Optional[TrainConfig]:
-    """The config whose ``run_name`` is ``folder``'s name: the one the notebook asked for, or, when the log does not
-    hold it, the checkpoint's (which stores ``precision="auto"`` resolved) with ``precision`` set back to "auto".
-    ``None`` when neither names the folder (the run is then not planned)."""
-    candidates = [asked] if asked is not None else [stored, {**stored, "precision": "auto"}]
-    for d in candidates:
-        cfg = TrainConfig.from_dict(d)
-        if run_name(cfg) == Path(folder).name:
-            return cfg
-    return None
-
-
-def plan_entries(used, root: Path) -> list[dict]:
-    """The manifest's record of the ``used`` runs (:func:`used_runs`, or bare folders) that can be trained up front:
-    complete MNIST runs under ``root``, with the config the notebook asked for (EAT sources relative to ``root``),
-    the snapshots they kept and their seconds."""
+def plan_entries(used: list[dict], root: Path) -> list[dict]:
+    """The manifest's record of the ``used`` runs (:func:`used_runs`) that can be trained up front: complete MNIST
+    runs under ``root`` whose folder the asked-for config names, with that config (not the checkpoint's, which
+    stores ``precision="auto"`` resolved; EAT sources relative to ``root``), the snapshots they kept and their
+    seconds."""
     from ..runs import CHECKPOINT, load_checkpoint, read_json
 
     root = Path(root).resolve()
     out = []
     for u in used:
-        folder, asked = (u["dir"], u.get("config")) if isinstance(u, dict) else (Path(u), None)
-        folder = Path(folder)
-        if folder.resolve().parent != root or not (folder / CHECKPOINT).is_file():
+        folder, cfg = Path(u["dir"]), TrainConfig.from_dict(u["config"])
+        if folder.resolve().parent != root or run_name(cfg) != folder.name or not (folder / CHECKPOINT).is_file():
             continue
         try:
             ckpt, metrics = load_checkpoint(folder), read_json(folder / "metrics.json")
         except Exception:          # a broken run is the notebook's to report, not the plan's
-            continue
-        cfg = requested_config(folder, asked, ckpt["config"])
-        if cfg is None:
-            log.warning("%s: no config names this folder; not planned", folder)
             continue
         if cfg.dataset != "mnist" or not metrics.get("complete"):
             continue
@@ -123,17 +102,6 @@ def plan_from_manifest(manifest: dict, notebooks) -> list[dict]:
     return out
 
 
-def _complete(folder: Path) -> bool:
-    from ..runs import CHECKPOINT, load_checkpoint
-
-    if not (folder / CHECKPOINT).is_file():
-        return False
-    try:
-        return bool(load_checkpoint(folder).get("complete"))
-    except GmregError:
-        return False
-
-
 def schedule(seconds: dict, deps: dict, lanes: int) -> tuple[list, float]:
     """List scheduling on ``lanes`` workers: whenever one is free it takes the ready run (its ``deps`` done) with the
     longest chain of work still behind it. Returns the order runs start in and the predicted makespan (seconds)."""
@@ -161,11 +129,14 @@ def schedule(seconds: dict, deps: dict, lanes: int) -> tuple[list, float]:
 
 def _todo(plan: list[dict], root: Path) -> dict:
     """``{run name in root: (config, snapshots, recorded seconds)}`` for the planned runs ``root`` lacks."""
+    from ..runs import CHECKPOINT, load_checkpoint
+    from .jobs import _complete
+
     out = {}
     for entry in plan:
         cfg = rebase(entry, root)
         name = run_name(cfg)
-        if not _complete(root / name):
+        if not _complete(root / name, CHECKPOINT, load_checkpoint):
             out[name] = (cfg, tuple(entry.get("snapshot_at") or ()), float(entry.get("seconds") or 1.0))
     return out
 
