@@ -283,3 +283,18 @@ def test_a_cached_rebuild_keeps_the_last_measured_first_run(tmp_path):
     assert m["04_x"]["first_run"]["seconds"] == 600.0, "one run trained again (a stopped panel run): not a first run"
     m = course._record(tmp_path, {"04_x": {**first, "seconds": 500.0}})
     assert "first_run" not in m["04_x"] and m["04_x"]["seconds"] == 500.0
+
+
+def test_banner_machine_says_when_the_precision_is_forced(monkeypatch):
+    from gmreg_lab import runtime
+    from gmreg_lab.runners import course as course_mod
+
+    try:
+        monkeypatch.setenv(runtime.ENV_PRECISION, "fp32")
+        runtime._auto_precision.cache_clear()
+        assert "precision auto = fp32 (forced by $GMREG_PRECISION)," in course_mod.machine()
+        monkeypatch.delenv(runtime.ENV_PRECISION)
+        runtime._auto_precision.cache_clear()
+        assert "forced" not in course_mod.machine()
+    finally:
+        runtime._auto_precision.cache_clear()

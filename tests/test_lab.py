@@ -227,3 +227,18 @@ def test_the_packaged_recorded_curves_are_the_recipes_runs_and_show_what_02_says
     assert c["collapsed"], c
     last = rec["rows"][-1]
     assert last["acc_pgd"] < 10 and last["acc_fgsm"] > last["acc_pgd"] + 50, last
+
+
+def test_machine_line_says_when_the_precision_is_forced(monkeypatch):
+    from gmreg_lab import runtime
+
+    try:
+        for forced in ("fp32", "bf16"):
+            monkeypatch.setenv(runtime.ENV_PRECISION, forced)
+            runtime._auto_precision.cache_clear()
+            assert lab.machine().endswith(f"computes in {forced} here (set by $GMREG_PRECISION={forced})")
+        monkeypatch.delenv(runtime.ENV_PRECISION)
+        runtime._auto_precision.cache_clear()
+        assert "set by" not in lab.machine()
+    finally:
+        runtime._auto_precision.cache_clear()

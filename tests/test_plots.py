@@ -63,6 +63,12 @@ def test_sweep_figures():
     assert fig.layout.shapes and fig.layout.shapes[0].x0 == 0.3          # dashed training-eps line
     grid = plots.sweep_grid({"early": SWEEP, "late": SWEEP}, "acc")
     assert len(grid.data) == 4 and sum(t.showlegend is not False for t in grid.data) == 2
+    assert grid.layout.yaxis.type != "log"
+    logged = plots.sweep_grid({"early": SWEEP, "late": SWEEP}, "loss", log_y=True)
+    assert logged.layout.yaxis.type == "log" and logged.layout.yaxis2.type == "log"
+    assert "log scale" in logged.layout.yaxis.title.text
+    with pytest.raises(ValueError, match="log_y"):
+        plots.sweep_grid({"early": SWEEP}, "acc", log_y=True)
     models = plots.sweep_models({"m1": SWEEP, "m2": SWEEP}, "pgd-40")
     assert [t.name for t in models.data] == ["m1", "m2"]
     with pytest.raises(ValueError, match="metric"):

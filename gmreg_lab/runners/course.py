@@ -88,7 +88,11 @@ def machine() -> str:
     bf16 = cpu_description().split("cores, ", 1)[-1]       # "AVX-512-BF16 yes, AMX-BF16 no"
     gpu = torch.cuda.get_device_name() if torch.cuda.is_available() else "no GPU"
     dev = "cuda" if torch.cuda.is_available() else "cpu"
-    return (f"{cpu}, {os.cpu_count()} CPU cores ({bf16}), {gpu}, precision auto = {resolve_precision('auto', dev)}, "
+    from ..runtime import ENV_PRECISION
+
+    forced = os.environ.get(ENV_PRECISION, "").strip()
+    why = f" (forced by ${ENV_PRECISION})" if forced else ""
+    return (f"{cpu}, {os.cpu_count()} CPU cores ({bf16}), {gpu}, precision auto = {resolve_precision('auto', dev)}{why}, "
             f"Python {platform.python_version()}, torch {torch.__version__}")
 
 

@@ -99,8 +99,14 @@ def machine() -> str:
 
     dev = "cuda" if torch.cuda.is_available() else "cpu"
     gpu = f", GPU {torch.cuda.get_device_name()}" if dev == "cuda" else ""
+    import os
+
+    from ..runtime import ENV_PRECISION
+
+    forced = os.environ.get(ENV_PRECISION, "").strip()
+    why = f" (set by ${ENV_PRECISION}={forced})" if forced else ""
     return (f"This machine: {cpu_description()}{gpu}, {torch.get_num_threads()} torch thread(s); precision 'auto' "
-            f"computes in {resolve_precision('auto', dev)} here")
+            f"computes in {resolve_precision('auto', dev)} here{why}")
 
 
 def recipe(name: str, *, smoke: bool = False, dataset: str = "mnist", **changes) -> TrainConfig:

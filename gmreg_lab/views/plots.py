@@ -238,8 +238,13 @@ def sweep_figure(sw: Mapping, metric: str = "acc", *, title: str = "", train_eps
 
 
 def sweep_grid(sweeps: Mapping[str, Mapping], metric: str = "loss", *, title: str = "",
-               train_eps: Optional[float] = None) -> go.Figure:
-    """Several sweeps side by side (``{panel title: sweep}``) with a shared y-axis, e.g. early vs late checkpoint."""
+               train_eps: Optional[float] = None, log_y: bool = False) -> go.Figure:
+    """Several sweeps side by side (``{panel title: sweep}``) with a shared y-axis, e.g. early vs late checkpoint.
+
+    ``log_y`` puts the loss on a log scale: a masked model's PGD loss (tens) on a shared linear axis flattens an early
+    checkpoint's curves (around 1-2) into one line."""
+    if log_y and metric == "acc":
+        raise GmregError("log_y is for the loss; accuracy stays on a linear 0-100 axis")
     names = list(sweeps)
     fig = make_subplots(rows=1, cols=len(names), subplot_titles=names, shared_yaxes=True, horizontal_spacing=0.06)
     for j, name in enumerate(names, 1):
@@ -251,9 +256,12 @@ def sweep_grid(sweeps: Mapping[str, Mapping], metric: str = "loss", *, title: st
         if train_eps is not None:
             fig.add_vline(x=train_eps, line_dash="dash", line_color="#868e96", row=1, col=j)
     fig.update_xaxes(title_text="eps")
-    fig.update_yaxes(title_text="accuracy (%)" if metric == "acc" else "mean cross-entropy", col=1)
+    fig.update_yaxes(title_text="accuracy (%)" if metric == "acc" else
+                     "mean cross-entropy" + (" (log scale)" if log_y else ""), col=1)
     if metric == "acc":
         fig.update_yaxes(range=[-2, 102])
+    if log_y:
+        fig.update_yaxes(type="log")
     return _layout(fig, title or f"{metric} vs eps", height=420)
 
 
