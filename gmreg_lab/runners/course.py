@@ -93,7 +93,8 @@ def machine() -> str:
     forced = os.environ.get(ENV_PRECISION, "").strip()
     why = f" (forced by ${ENV_PRECISION})" if forced else ""
     return (f"{cpu}, {os.cpu_count()} CPU cores ({bf16}), {gpu}, "
-            f"precision auto = {resolve_precision('auto', dev)}{why}, Python {platform.python_version()}, torch {torch.__version__}")
+            f"precision auto = {resolve_precision('auto', dev)}{why}, "
+            f"Python {platform.python_version()}, torch {torch.__version__}")
 
 
 def _static_outputs(nb) -> None:
