@@ -242,3 +242,30 @@ def test_machine_line_says_when_the_precision_is_forced(monkeypatch):
         assert "set by" not in lab.machine()
     finally:
         runtime._auto_precision.cache_clear()
+
+
+def test_cached_run_of_the_other_precision_is_flagged(monkeypatch, tmp_path, caplog):
+    """A folder's name holds precision "auto"; a run cached where auto meant bf16 comes back with a warning where
+    auto means fp32 (and no warning when they agree)."""
+    import logging
+
+    from gmreg_lab import runtime
+
+    monkeypatch.setenv(lab.ENV_RUNS_DIR, str(tmp_path))
+    cfg = lab.recipe("fgsm", smoke=True, limit=64).replace(precision="auto")    # smoke recipes pin fp32
+    try:
+        monkeypatch.setenv(runtime.ENV_PRECISION, "bf16")
+        runtime._auto_precision.cache_clear()
+        first = lab.cached_train(cfg, progress=False)
+        assert first.config.precision == "bf16"
+        with caplog.at_level(logging.WARNING, logger=lab.log.name):
+            lab.cached_train(cfg, progress=False)
+        assert "was trained in" not in caplog.text
+        monkeypatch.setenv(runtime.ENV_PRECISION, "fp32")
+        runtime._auto_precision.cache_clear()
+        with caplog.at_level(logging.WARNING, logger=lab.log.name):
+            again = lab.cached_train(cfg, progress=False)
+        assert again.config.precision == "bf16" and again.history == first.history      # the cached run, not retrained
+        assert "was trained in bf16, and precision 'auto' computes in fp32 here" in caplog.text
+    finally:
+        runtime._auto_precision.cache_clear()

@@ -163,6 +163,14 @@ def cached_train(cfg: TrainConfig, *, smoke: bool = False, root=None, callback=N
         log.info("%s (measured here: %s)", progress, est)
     res = train(cfg, out, resume=not missing, overwrite=bool(missing), callback=callback,
                 progress=progress, snapshot_at=snapshot_at, **kw)
+    if cfg.precision == "auto":     # the folder's name holds "auto": a run cached where auto meant the other one
+        from ..runtime import resolve_precision
+
+        here = resolve_precision("auto", next(res.model.parameters()).device)
+        if res.config.precision != here:
+            log.warning("cached run %s was trained in %s, and precision 'auto' computes in %s here: its numbers are "
+                        "that precision's (delete the folder to train it again in %s)", out, res.config.precision,
+                        here, here)
     beyond = [n for n in snapshot_at if n > res.metrics.get("iterations", 0)]
     if beyond and res.metrics.get("complete"):
         raise GmregError(f"snapshot_at={beyond} is past the end of the run ({res.metrics['iterations']} iterations)")
