@@ -100,3 +100,24 @@ def test_a_first_run_that_failed_is_said_to_be_short_and_a_rebuild_trains_itself
     assert "first run 3.3 min" in text and "which trained 1 run(s) itself" in text and "again" not in text
     assert "stopped at a failing check" in text
     assert "failing" not in course.times_text({**e, "first_run": {**first, "passed": True}})
+
+
+def test_a_first_run_kept_from_a_build_in_another_precision_names_both_precisions():
+    first = {"seconds": 200.0, "training_seconds": 150.0, "trained_runs": 7, "started": "T0",
+             "machine": "Some CPU, no GPU, precision auto = bf16, Python 3.11"}
+    e = {"seconds": 48.0, "training_seconds": 10.0, "trained_runs": 1, "first_run": first,
+         "machine": "Some CPU, no GPU, precision auto = fp32 (forced by $GMREG_PRECISION), Python 3.11"}
+    text = course.times_text(e)
+    assert "first run 3.3 min (build of T0, in bf16)" in text and "(that build, in fp32, which trained" in text
+    bare = course.times_text({**e, "machine": "Some CPU", "first_run": {**first, "machine": "Some CPU"}})
+    assert "in bf16" not in bare and "in fp32" not in bare
+
+
+def test_the_index_names_notebooks_that_failed_in_the_last_whole_build():
+    build = {"command": "./kit.sh course", "started": "T", "machine": "Some CPU", "seconds": 600.0,
+             "notebooks": {"01": {"seconds": 60.0, "trained_runs": 0, "passed": True},
+                           "04": {"seconds": 60.0, "trained_runs": 0, "passed": False}}}
+    text = course.build_text(build)
+    assert "04 stopped at a failing check in it" in text and "01 stopped" not in text
+    build["notebooks"]["04"]["passed"] = True
+    assert "failing" not in course.build_text(build)

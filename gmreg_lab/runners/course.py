@@ -37,9 +37,15 @@ NOTEBOOKS = ROOT / "notebooks"
 ENV_COURSE_BUILD = "GMREG_COURSE_BUILD"   # set by `./kit.sh course` while it executes the notebooks
 
 
+def _precision(entry: dict) -> str:
+    """", in bf16" from an entry's machine line ("... precision auto = bf16 ..."), or "" when it names none."""
+    m = re.search(r"precision auto = (\w+)", entry.get("machine") or "")
+    return f", in {m.group(1)}" if m else ""
+
+
 def times_text(e: dict) -> str:
     """A course manifest entry's times in words: the first run, the training in it, and the time with its runs
-    cached (the first run less its training)."""
+    cached (the first run less its training). A first run kept from an earlier build names that build's precision."""
     if e.get("seconds") is None:
         return "not timed"
     first = f"{e['seconds'] / 60:.1f} min"
@@ -49,9 +55,9 @@ def times_text(e: dict) -> str:
     if f and e["trained_runs"] < f.get("trained_runs", 0):
         older = (" on an earlier version of the notebook" if e.get("sha256") and f.get("sha256")
                  and f["sha256"] != e["sha256"] else "")
-        return (f"first run {f['seconds'] / 60:.1f} min (build of {f.get('started', '?')}{older}), "
+        return (f"first run {f['seconds'] / 60:.1f} min (build of {f.get('started', '?')}{_precision(f)}{older}), "
                 f"{f['training_seconds'] / 60:.1f} min of it with runs training (wall clock, probes included: "
-                f"{f['trained_runs']} run(s)); with the runs cached {first} (that build"
+                f"{f['trained_runs']} run(s)); with the runs cached {first} (that build{_precision(e)}"
                 + (f", which trained {e['trained_runs']} run(s) itself)" if e["trained_runs"] else ")")
                 + (" (that first run stopped at a failing check of the notebook, so a whole one takes a little longer)"
                    if f.get("passed") is False else ""))
@@ -417,7 +423,8 @@ def index_html(manifest: dict, build: Optional[dict] = None) -> str:
     machines = html.escape("; ".join(sorted({e.get("machine", "") for e in manifest.values()} - {""})))
     return (f"<!doctype html><html><head><meta charset='utf-8'><title>gmreg-lab: the executed course</title>"
             f"<link rel='stylesheet' href='{STYLESHEET}'></head><body><h1>gmreg-lab: the executed course</h1>"
-            f"<p>Every notebook run top to bottom in full mode by <code>{COMMAND}</code>: what you should see when "
+            f"<p>Every notebook run top to bottom in full mode by <code>{COMMAND}</code> (in the last whole build, or "
+            f"re-made alone by <code>--only</code>, as its banner says): what you should see when "
             f"you run them yourself. Times are wall-clock on {machines or 'the machine named on each page'} (a "
             f"training cell says before it starts how long it will take on yours).</p>"
             + (f"<p>{build_text(build)}</p>" if build else "") + f"<ol>{rows}</ol>"
@@ -500,6 +507,10 @@ def build_text(build: Optional[dict]) -> str:
                      f"{pre['seconds'] / 60:.1f} min")
     parts.append(f"the {len(nbs)} notebooks {sum(v['seconds'] for v in nbs.values()) / 60:.1f} min"
                  + (f" (they trained {inside} run(s) themselves)" if inside else " (every run cached)"))
+    failed = sorted(k for k, v in nbs.items() if v.get("passed") is False)
+    if failed:
+        parts.append(f"{', '.join(failed)} stopped at a failing check in it (their pages were re-made since, see "
+                     f"their banners)")
     return (f"The last whole build (<code>{html.escape(build['command'])}</code>, started {build['started']}, on "
             f"{html.escape(build['machine'])}) took <b>{build['seconds'] / 60:.1f} min</b>: {'; '.join(parts)}. "
             f"A page re-made since by <code>--only</code> says so in its banner; each line below gives the first run "
