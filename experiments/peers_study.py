@@ -345,12 +345,22 @@ def _agg(values, nd=1):
     return f"{statistics.mean(values):.{nd}f} [{min(values):.{nd}f}, {max(values):.{nd}f}]"
 
 
+FELL_POINTS = 20.0   # a probe that ends this many points under its peak fell, collapse verdict or not
+
+
 def _collapse_text(results: list) -> str:
+    """Per seed: where the PGD probe collapsed (gl.diagnostics.collapse), or that it did not; a run without the
+    verdict whose probe still ended far under its peak is said to have fallen (peak -> final), never hidden as 'no'."""
     parts = []
     for r in results:
         c = r["collapse"]
         seed = r["config"]["seed"]
-        parts.append(f"s{seed}: at {c['iteration']}" if c["collapsed"] else f"s{seed}: no (peak {_f(c['peak'], 0)})")
+        if c["collapsed"]:
+            parts.append(f"s{seed}: at {c['iteration']} ({_f(c['peak'], 0)} → {_f(c['final'], 0)})")
+        elif c["peak"] is not None and c["final"] is not None and c["peak"] - c["final"] >= FELL_POINTS:
+            parts.append(f"s{seed}: **fell** {_f(c['peak'], 0)} → {_f(c['final'], 0)} (not under 10 %)")
+        else:
+            parts.append(f"s{seed}: no (peak {_f(c['peak'], 0)}, final {_f(c['final'], 0)})")
     return "; ".join(parts)
 
 
@@ -418,8 +428,10 @@ def table(out: Path) -> str:
         secs = [r["train_seconds"] / max(1, r["iterations"]) * 1000 for g in groups.values() for r in g
                 if r.get("train_seconds") and r.get("iterations")]
         if secs:
+            cpus = sorted({r["cpu"] for g in groups.values() for r in g if r.get("cpu")})
             lines += ["", f"Training time: {statistics.mean(secs):.0f} s per 1000 iterations on average "
-                          f"(fp32, one thread per run, {rs[0]['cpu']}; other work shared the machine)."]
+                          f"(fp32, one thread per run, on {' and '.join(cpus)}; other work shared the machine, so "
+                          "this is not a speed measurement)."]
         lines.append("")
     return "\n".join(lines) + "\n"
 

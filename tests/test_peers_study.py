@@ -103,3 +103,17 @@ def test_a_diverged_run_is_recorded_as_did_not_learn(tmp_path, monkeypatch):
     saved = json.loads((tmp_path / "grid" / "nfgsm-k2-w0-b32.json").read_text())
     assert saved["diverged"] == r["diverged"] and saved["val"] == r["val"]
     assert ps.run("grid", "nfgsm-k2-w0-b32", cfg.to_dict(), str(tmp_path), "dry-run", "test") == saved   # cached
+
+
+def test_the_table_says_when_a_probe_fell_without_the_collapse_verdict():
+    """A run whose PGD probe fell far from its peak but not under 10 % (the anchor's seed 2: 79 -> 23.5 %) must not
+    read as 'no collapse'; a steady run and a declared collapse read as such."""
+    def res(seed, collapsed, peak, final, it=None):
+        return {"config": {"seed": seed}, "collapse": {"collapsed": collapsed, "iteration": it, "peak": peak,
+                                                        "final": final}}
+    text = ps._collapse_text([res(0, False, 93.5, 91.0), res(2, False, 79.0, 23.5), res(4, True, 48.5, 5.5, 1500)])
+    steady, fell, collapsed = text.split("; ")
+    assert steady == "s0: no (peak 94, final 91)"
+    assert "fell" in fell and "79 → 24" in fell and "no" not in fell.split(":")[1][:4]
+    assert collapsed.startswith("s4: at 1500") and "48 → 6" in collapsed   # rounded to whole points
+    assert ps._collapse_text([res(1, False, None, None)]) == "s1: no (peak —, final —)"
