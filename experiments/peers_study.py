@@ -33,12 +33,12 @@ Stages
   anchor  Wong, Rice & Kolter 2020's MNIST FGSM-RS recipe through the kit (gmreg_lab.paper.WONG_MNIST_RECIPE: their
           small CNN models.wong_cnn, eps 0.3, alpha 0.375 = 1.25 eps, gradient at the unclipped random start, Adam,
           cyclic learning rate peaking at 5e-3 at 2/5 of the run, batch 100, 10 epochs on all 60,000 training
-          images = 6,000 iterations, no early stopping), seeds {0, 1}, evaluated exactly as the final stage, beside
+          images = 6,000 iterations, no early stopping), seeds {0, 1} (more with --seeds), evaluated exactly as the final stage, beside
           their published clean 98.50 / PGD-50x10 88.77 / AutoAttack 82.93 (gmreg_lab.paper.WONG_MNIST_REPORTED).
 
 Common settings: the paper's optimizer for every method of the grid and the final stage (SGD, lr 0.01, momentum
-0.9, weight decay 5e-4) with the learning rate cut 5x at 1/2 and 3/4 of the run; fp32 (set explicitly; this CPU
-has no native bf16; GradAlign's step always runs in fp32); raw [0, 1] pixels; eps warm-up "on" = linear from 0
+0.9, weight decay 5e-4) with the learning rate cut 5x at 1/2 and 3/4 of the run; fp32 (set explicitly on every CPU, so
+that runs made on different machines compute alike; GradAlign's step always runs in fp32); raw [0, 1] pixels; eps warm-up "on" = linear from 0
 over the first quarter of the run (per iteration, every eps-tied quantity of each step scaled with it). The model
 evaluated is every run's LAST epoch (no early stopping for any method; select_best is off): a collapse shows in
 the numbers, not only in the probe history.

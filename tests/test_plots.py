@@ -1,5 +1,6 @@
 """plots: figures built from plain data, with the data they were given (no compute inside)."""
 
+import math
 import subprocess
 import sys
 
@@ -166,3 +167,30 @@ def test_training_curves_draw_a_recorded_run_first_faint_and_dashed():
     assert fig.data[0].line.dash == "dash" and fig.data[2].line.dash is None
     assert list(fig.data[1].y) == [29, 28, 27] and list(fig.data[3].x) == [1, 2, 3, 4, 5]
     assert fig.data[0].line.color == fig.data[2].line.color
+
+
+def _lines(fig):
+    """(orientation, position, label) of every line shape, labels from the annotations in order."""
+    labels = [a.text for a in fig.layout.annotations if a.text and ("limit" in a.text or "collapse" in a.text)]
+    out = []
+    for sh in fig.layout.shapes:
+        out.append(("h", sh.y0) if sh.y0 == sh.y1 and sh.x0 != sh.x1 and sh.xref.endswith("domain") else ("v", sh.x0))
+    return out, labels
+
+
+def test_threshold_line_and_marks_are_drawn_where_asked():
+    fig = plots.compare_runs({"x": ROWS}, "logit_dist", log_y=True, limit=2.0, limit_label="checklist limit",
+                             marks={"collapse": 3})
+    lines, labels = _lines(fig)
+    assert sorted(lines) == [("h", 2.0), ("v", 3)] and labels == ["checklist limit 2", "collapse"]
+    label = next(a for a in fig.layout.annotations if a.text == "checklist limit 2")
+    assert label.y == pytest.approx(math.log10(2.0)), "on a log axis the label sits at the line, not at 10**2"
+    lin = plots.compare_runs({"x": ROWS}, "logit_dist", limit=2.0)
+    assert next(a for a in lin.layout.annotations if a.text.endswith("2")).y == 2.0
+    assert plots.compare_runs({"x": ROWS}, "logit_dist").layout.shapes == ()            # nothing unless asked
+    fig = plots.masking_diagnostic({"a": ROWS}, limit=2.0, marks={"collapse": 4})
+    lines, _ = _lines(fig)
+    assert sorted(lines) == [("h", 2.0), ("v", 4), ("v", 4)]                             # the mark on both panels
+    assert [sh.xref for sh in fig.layout.shapes if sh.y0 == 2.0 and sh.y1 == 2.0][0] in ("x domain", "x")   # left
+    assert [(a.xref, a.yref) for a in fig.layout.annotations if a.text == "limit 2"] == [("x domain", "y")]
+    assert plots.compare_runs({"x": ROWS}, "logit_dist", marks={"none": None}).layout.shapes == ()

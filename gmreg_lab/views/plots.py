@@ -7,6 +7,7 @@ Figures render with plotly's default renderer (the ``application/vnd.plotly`` mi
 
 from __future__ import annotations
 
+import math
 from typing import Iterable, Mapping, Optional, Sequence
 
 import numpy as np
@@ -166,9 +167,27 @@ def panel_summary(summary: Sequence[Mapping], *, title: str = "") -> go.Figure:
                    height=380)
 
 
+def _limit_and_marks(fig: go.Figure, limit: Optional[float], limit_label: str, marks: Mapping[str, float],
+                     log_y: bool = False, **where) -> None:
+    """A dashed horizontal line at ``limit`` (a diagnostic's threshold) and a dotted vertical line per ``marks``
+    entry ({label: x}, e.g. the iteration a run collapsed), each labelled on the figure; ``where`` picks a subplot.
+    On a log y axis the line's label is placed by hand (plotly reads an annotation's y there as log10 of it)."""
+    if limit is not None:
+        fig.add_hline(y=limit, line_dash="dash", line_color="#c92a2a", **where)
+        fig.add_annotation(text=f"{limit_label} {limit:g}", showarrow=False, xanchor="left", yanchor="bottom",
+                           x=0, xref="x domain", y=math.log10(limit) if log_y else limit, yref="y",
+                           font=dict(color="#c92a2a"), **where)
+    for label, at in marks.items():
+        if at is not None:
+            fig.add_vline(x=at, line_dash="dot", line_color="#495057", annotation_text=label,
+                          annotation_position="top right", **where)
+
+
 def compare_runs(runs: Mapping[str, Iterable[Mapping]], key: str, *, title: str = "", yaxis: str = "",
-                 log_y: bool = False, x: str = "iteration") -> go.Figure:
-    """One line per run (``{name: history}``) of one history key, e.g. the logit distance of FGSM-AT vs PGD-AT."""
+                 log_y: bool = False, x: str = "iteration", limit: Optional[float] = None,
+                 limit_label: str = "limit", marks: Optional[Mapping[str, float]] = None) -> go.Figure:
+    """One line per run (``{name: history}``) of one history key, e.g. the logit distance of FGSM-AT vs PGD-AT;
+    optionally a threshold line at ``limit`` and vertical marks ({label: x})."""
     fig = go.Figure()
     for i, (name, hist) in enumerate(runs.items()):
         xs, ys = series(hist, key, x)
@@ -177,6 +196,7 @@ def compare_runs(runs: Mapping[str, Iterable[Mapping]], key: str, *, title: str 
     fig = _layout(fig, title or key, xaxis_title=x, yaxis_title=yaxis or key)
     if log_y:
         fig.update_yaxes(type="log")
+    _limit_and_marks(fig, limit, limit_label, marks or {}, log_y=log_y)
     return fig
 
 
@@ -191,8 +211,10 @@ def loss_gap(history, *, attack: str = "pgd", base: str = "fgsm") -> tuple[list,
     return xs, ys
 
 
-def masking_diagnostic(runs: Mapping[str, Iterable[Mapping]], *, title: str = "") -> go.Figure:
-    """Side by side per run: FGSM/R-FGSM logit distance (left) and the PGD - FGSM probe loss gap (right)."""
+def masking_diagnostic(runs: Mapping[str, Iterable[Mapping]], *, title: str = "", limit: Optional[float] = None,
+                       limit_label: str = "limit", marks: Optional[Mapping[str, float]] = None) -> go.Figure:
+    """Side by side per run: FGSM/R-FGSM logit distance (left) and the PGD - FGSM probe loss gap (right);
+    optionally the distance's threshold ``limit`` on the left and vertical marks ({label: iteration}) on both."""
     fig = make_subplots(rows=1, cols=2, subplot_titles=("FGSM / R-FGSM logit distance (L2)",
                                                         "PGD loss - FGSM loss (probe)"), horizontal_spacing=0.1)
     for i, (name, hist) in enumerate(runs.items()):
@@ -204,6 +226,9 @@ def masking_diagnostic(runs: Mapping[str, Iterable[Mapping]], *, title: str = ""
         fig.add_trace(go.Scatter(x=xs, y=ys, mode="lines+markers", name=name, legendgroup=name, showlegend=False,
                                  marker=dict(size=4), line=dict(color=color)), row=1, col=2)
     fig.update_xaxes(title_text="iteration")
+    _limit_and_marks(fig, limit, limit_label, {}, row=1, col=1)
+    for col in (1, 2):
+        _limit_and_marks(fig, None, limit_label, marks or {}, row=1, col=col)
     return _layout(fig, title or "gradient-masking diagnostics over training", height=420)
 
 
