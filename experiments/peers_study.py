@@ -3,6 +3,7 @@ images, trained at one full budget over seeds, beside a reproduced published anc
 
     python experiments/peers_study.py --stage grid   --out results/peers-study --jobs 2
     python experiments/peers_study.py --stage select --out results/peers-study
+    python experiments/peers_study.py --stage extend --out results/peers-study --jobs 2   # if select asks, then select
     python experiments/peers_study.py --stage final  --out results/peers-study --jobs 2
     python experiments/peers_study.py --stage anchor --out results/peers-study --jobs 2
     python experiments/peers_study.py --table        --out results/peers-study       # writes <out>/TABLE.md
@@ -23,6 +24,10 @@ Stages
           images); ties go to
           the earlier run in the grid's order (warm-up off before on, settings in the order listed). If no setting
           learned, the best-scoring one is kept and flagged. Writes <out>/selected.json.
+  extend  when a method's best setting at a batch size lies at an end of its grid, one step beyond that end (EDGE:
+          proposed lambda 1 / 20, FGSM-RS 0.75 / 1.5, N-FGSM k 0.25 / 4, GradAlign lambda 0.03 / 3), both warm-ups,
+          at the grid's budget; `select` lists these runs in selected.json, `extend` runs them, `select` again
+          chooses among all; `final` refuses while any is still asked for. One step only.
   final   the selected settings at the full budget (FULL.final_epochs: 4 epochs at batch 32, 8 at batch 64, about 6,250
           iterations, more than the ~6,000 of Wong et al.'s MNIST recipe), seeds {0, 1}: 5 methods x 2 batch sizes
           x 2 seeds = 20 runs. Each is evaluated on the first 1000 TEST images: clean, PGD-50 x 10 restarts (step
@@ -33,15 +38,16 @@ Stages
   anchor  Wong, Rice & Kolter 2020's MNIST FGSM-RS recipe through the kit (gmreg_lab.paper.WONG_MNIST_RECIPE: their
           small CNN models.wong_cnn, eps 0.3, alpha 0.375 = 1.25 eps, gradient at the unclipped random start, Adam,
           cyclic learning rate peaking at 5e-3 at 2/5 of the run, batch 100, 10 epochs on all 60,000 training
-          images = 6,000 iterations, no early stopping), seeds {0, 1} (more with --seeds), evaluated exactly as the final stage, beside
-          their published clean 98.50 / PGD-50x10 88.77 / AutoAttack 82.93 (gmreg_lab.paper.WONG_MNIST_REPORTED).
+          images = 6,000 iterations, no early stopping), seeds {0, 1} (more with --seeds), evaluated exactly as
+          the final stage, beside their published clean 98.50 / PGD-50x10 88.77 / AutoAttack 82.93
+          (gmreg_lab.paper.WONG_MNIST_REPORTED).
 
-Common settings: the paper's optimizer for every method of the grid and the final stage (SGD, lr 0.01, momentum
-0.9, weight decay 5e-4) with the learning rate cut 5x at 1/2 and 3/4 of the run; fp32 (set explicitly on every CPU, so
-that runs made on different machines compute alike; GradAlign's step always runs in fp32); raw [0, 1] pixels; eps warm-up "on" = linear from 0
-over the first quarter of the run (per iteration, every eps-tied quantity of each step scaled with it). The model
-evaluated is every run's LAST epoch (no early stopping for any method; select_best is off): a collapse shows in
-the numbers, not only in the probe history.
+Common settings: the paper's optimizer for every method of the grid and the final stage (SGD, lr 0.01, momentum 0.9,
+weight decay 5e-4) with the learning rate cut 5x at 1/2 and 3/4 of the run; fp32 (set explicitly on every CPU, so
+that runs made on different machines compute alike; GradAlign's step always runs in fp32); raw [0, 1] pixels; eps
+warm-up "on" = linear from 0 over the first quarter of the run (per iteration, every eps-tied quantity of each step
+scaled with it). The model evaluated is every run's LAST epoch (no early stopping for any method; select_best is
+off): a collapse shows in the numbers, not only in the probe history.
 
 Every run is a real run directory, <out>/runs/<stage>-<name> (gl.train(cfg, dir, resume=True): a killed study
 resumes at each run's last finished epoch); every finished run writes <out>/<stage>/<name>.json (config, command
@@ -100,6 +106,12 @@ SETTINGS = {
     "gradalign": ("align_lam", (0.1, 0.3, 1.0), "al"),
 }
 METHODS = tuple(SETTINGS)
+# One step beyond each end of a method's grid: run (both warm-ups, that batch size) only when the grid's best setting
+# for a method and batch size lies at that end, since a best value at the edge of a grid says the method's best may
+# lie beyond it. One step only: a best value at an extension is reported as the end of the search. Decided on
+# 2026-12-03 with 18 of the 48 grid runs finished, after seeing that the proposed method (lambda 10) and GradAlign
+# (lambda 0.1) were best at an edge at batch 32 -- the same rule for every method, whichever it helps.
+EDGE = {"proposed": (1.0, 20.0), "fgsm_rs": (0.75, 1.5), "nfgsm": (0.25, 4.0), "gradalign": (0.03, 3.0)}
 BATCHES = (32, 64)
 SEEDS = (0, 1)
 GRID_SEED = 0
@@ -254,7 +266,8 @@ def run(stage: str, name: str, cfg_dict: dict, out: str, scale_name: str, comman
         cfg = gl.TrainConfig.from_dict(cfg_dict)
         run_dir = out / "runs" / f"{stage}-{name}"
         result = {"name": name, "stage": stage, "scale": scale.name, "config": cfg.to_dict(), "command": command,
-                  "cpu": gl.runtime.cpu_description(), "threads": torch.get_num_threads(), "evaluated_model": WHICH}
+                  "cpu": gl.runtime.cpu_description(), "threads": torch.get_num_threads(), "evaluated_model": WHICH,
+                  "code": {**gl.runs.git_state(), "source_sha256": gl.runs.source_sha256()}}
         t0 = time.time()
         try:
             res = gl.train(cfg, run_dir, device="cpu", resume=True, progress=False)
@@ -297,13 +310,34 @@ def run_all(stage: str, runs: dict, out: Path, scale: Scale, jobs: int, command:
 
 
 # --- selection ------------------------------------------------------------------------------------------------------
+def _values(m: str, out: Path, batch: int) -> list:
+    """The grid's values of a method, then those of its edge extensions that have been run (at this batch size)."""
+    base = list(SETTINGS[m][1])
+    extra = [v for v in EDGE.get(m, ()) if any((out / "grid" / f"{setting_name(m, v, w, batch)}.json").exists()
+                                                for w in (False, True))]
+    return base + extra
+
+
+def extension_runs(m: str, value, batch: int, out: Path) -> list:
+    """The edge-extension runs (not yet run) that a best ``value`` at an end of the method's base grid asks for."""
+    if m not in EDGE or SETTINGS[m][0] is None:
+        return []
+    base = SETTINGS[m][1]
+    step = EDGE[m][0] if value == min(base) else EDGE[m][1] if value == max(base) else None
+    if step is None:
+        return []
+    names = [setting_name(m, step, w, batch) for w in (False, True)]
+    return [n for n in names if not (out / "grid" / f"{n}.json").exists()]
+
+
 def select(out: Path, scale: Scale, methods=METHODS, batches=BATCHES) -> dict:
     """The rule of the module docstring, over the finished grid runs; a group with unfinished runs is left out
-    (listed under "incomplete")."""
-    chosen, incomplete = {}, {}
+    (listed under "incomplete"); a group whose best value lies at an end of its base grid lists the edge-extension
+    runs still to make under "extend" (the final stage waits for them)."""
+    chosen, incomplete, extend = {}, {}, {}
     for batch in batches:
         for m in methods:
-            names = [setting_name(m, v, w, batch) for v in SETTINGS[m][1] for w in (False, True)]
+            names = [setting_name(m, v, w, batch) for v in _values(m, out, batch) for w in (False, True)]
             found = {n: out / "grid" / f"{n}.json" for n in names}
             missing = [n for n, p in found.items() if not p.exists()]
             if missing:
@@ -315,19 +349,39 @@ def select(out: Path, scale: Scale, methods=METHODS, batches=BATCHES) -> dict:
             best = max(pool, key=lambda n: (res[n]["val"]["worst"], -names.index(n)))
             cfg = res[best]["config"]
             fld = SETTINGS[m][0]
+            value = cfg[fld] if fld else None
+            todo = extension_runs(m, value, batch, out)
+            if todo:
+                extend[f"{m}-b{batch}"] = todo
             chosen[f"{m}-b{batch}"] = {
-                "method": m, "batch_size": batch, "name": best, "value": cfg[fld] if fld else None,
+                "method": m, "batch_size": batch, "name": best, "value": value,
                 "warmup": cfg["eps_warmup_epochs"] > 0, "val_worst": res[best]["val"]["worst"],
                 "val_clean": res[best]["val"]["clean"], "none_learned": not learned,
+                "at_edge_of_search": fld is not None and value in (min(_values(m, out, batch)),
+                                                                   max(_values(m, out, batch))),
                 "candidates": {n: {"val_worst": res[n]["val"]["worst"], "val_clean": res[n]["val"]["clean"],
                                    "did_not_learn": res[n]["val"]["did_not_learn"],
                                    "collapsed": res[n]["collapse"]["collapsed"]} for n in names}}
     rule = ("per method and batch size: the highest validation worst case (" + scale.val_attacks + ", first "
             f"{scale.val_images} validation images, last model) among the settings that learned; ties to the "
-            "earlier setting in the grid's order; if none learned, the best-scoring one, flagged none_learned")
-    sel = {"rule": rule, "chosen": chosen, "incomplete": incomplete}
+            "earlier setting in the grid's order; if none learned, the best-scoring one, flagged none_learned; "
+            "a best value at an end of the base grid first runs one step beyond it (EDGE), both warm-ups")
+    sel = {"rule": rule, "chosen": chosen, "incomplete": incomplete, "extend": extend}
     gl.runs.write_json(out / "selected.json", sel)
     return sel
+
+
+def extend_runs(selected: dict, scale: Scale, limit=None) -> dict:
+    """name -> config of the edge-extension runs that selected.json asks for (grid runs: seed 0, grid budget)."""
+    runs = {}
+    for names in selected.get("extend", {}).values():
+        for n in names:
+            m, rest = n.split("-", 1)
+            fld, values, tag = SETTINGS[m]
+            value = next(v for v in EDGE[m] if rest.startswith(f"{tag}{v:g}-"))
+            warm, batch = n.endswith("-w1-b32") or n.endswith("-w1-b64"), int(n.rsplit("-b", 1)[1])
+            runs[n] = study_config(m, value, warm, batch, GRID_SEED, scale.grid_epochs[batch], scale, limit)
+    return runs
 
 
 # --- the Markdown summary -------------------------------------------------------------------------------------------
@@ -403,6 +457,9 @@ def table(out: Path) -> str:
                          f"{_collapse_text([r])} | {'**yes**' if r['name'] in picked else ''} |")
         if sel.get("incomplete"):
             lines += ["", "Incomplete groups (not selected): " + ", ".join(sorted(sel["incomplete"])) + "."]
+        if sel.get("extend"):
+            lines += ["", "Best at an end of its grid, one step beyond still to run (`--stage extend`): " + "; ".join(
+                f"{g}: {', '.join(n)}" for g, n in sorted(sel["extend"].items())) + "."]
         lines.append("")
     header = ["| setting | seeds | clean | PGD-50x10 | APGD-CE+T ours | APGD-CE+T torchattacks | **robust (lower)** | "
               "logit distance | did not learn | collapse (PGD-10 probe) |", "|---|---|---|---|---|---|---|---|---|---|"]
@@ -459,7 +516,7 @@ def _csv(text: str, cast=str) -> tuple:
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--out", required=True)
-    ap.add_argument("--stage", choices=("grid", "select", "final", "anchor"))
+    ap.add_argument("--stage", choices=("grid", "select", "extend", "final", "anchor"))
     ap.add_argument("--table", action="store_true", help="write <out>/TABLE.md from what has finished, and print it")
     ap.add_argument("--jobs", type=int, default=1, help="runs in parallel, each a spawned process with one thread")
     ap.add_argument("--only", default="", help="comma-separated run names of the stage (default: all)")
@@ -476,7 +533,7 @@ def main(argv=None) -> int:
     if bad:
         raise SystemExit(f"peers_study: unknown method or batch size: {', '.join(bad)}")
     if a.stage is None and not a.table:
-        raise SystemExit("peers_study: give --stage grid|select|final|anchor and/or --table")
+        raise SystemExit("peers_study: give --stage grid|select|extend|final|anchor and/or --table")
     command = " ".join(["python", sys.argv[0] if argv is None else "experiments/peers_study.py",
                         *(sys.argv[1:] if argv is None else argv)])
     if a.stage is not None:
@@ -484,15 +541,23 @@ def main(argv=None) -> int:
     only = set(_csv(a.only))
     if a.stage == "select":
         sel = select(out, scale, methods, batches)
-        print(json.dumps({k: v["name"] for k, v in sel["chosen"].items()}, indent=1))
+        print(json.dumps({"chosen": {k: v["name"] for k, v in sel["chosen"].items()}, "extend": sel["extend"],
+                          "incomplete": sorted(sel["incomplete"])}, indent=1))
     elif a.stage is not None:
         if a.stage == "grid":
             runs = grid(scale, methods, batches, a.limit)
-        elif a.stage == "final":
+        elif a.stage in ("final", "extend"):
             if not (out / "selected.json").exists():
                 raise SystemExit("peers_study: no selected.json yet; run --stage select after the grid")
-            runs = final_runs(json.loads((out / "selected.json").read_text()), scale, seeds, methods, batches,
-                              a.limit)
+            sel = json.loads((out / "selected.json").read_text())
+            if a.stage == "extend":
+                runs = extend_runs(sel, scale, a.limit)
+            elif sel.get("extend"):
+                raise SystemExit("peers_study: selected.json asks for edge-extension runs first ("
+                                 + ", ".join(n for v in sel["extend"].values() for n in v)
+                                 + "): run --stage extend, then --stage select")
+            else:
+                runs = final_runs(sel, scale, seeds, methods, batches, a.limit)
         else:
             runs = anchor_runs(scale, seeds, a.limit)
         if only:
@@ -500,7 +565,7 @@ def main(argv=None) -> int:
             if unknown:
                 raise SystemExit(f"peers_study: no run {', '.join(unknown)} in stage {a.stage}")
             runs = {k: v for k, v in runs.items() if k in only}
-        run_all(a.stage, runs, out, scale, a.jobs, command)
+        run_all("grid" if a.stage == "extend" else a.stage, runs, out, scale, a.jobs, command)
     if a.table or a.stage is not None:
         text = table(out)
         if out.exists():

@@ -66,6 +66,18 @@ def test_dry_run_of_every_stage(tmp_path, one_thread):
     sel = json.loads((out / "selected.json").read_text())
     assert set(sel["chosen"]) == {"fgsm-b32", "fgsm_rs-b32"} and "validation" in sel["rule"]
     assert all(c["name"] in grid for c in sel["chosen"].values())
+    # FGSM-RS's grid has two values, so its best is at an end: one step beyond it first, and final waits for it
+    side = ps.EDGE["fgsm_rs"][0] if sel["chosen"]["fgsm_rs-b32"]["value"] == 1.0 else ps.EDGE["fgsm_rs"][1]
+    assert sel["extend"] == {"fgsm_rs-b32": [f"fgsm_rs-rs{side:g}-w0-b32", f"fgsm_rs-rs{side:g}-w1-b32"]}
+    with pytest.raises(SystemExit, match="edge-extension runs first"):
+        ps.main(["--stage", "final", *common, "--seeds", "0,1"])
+    assert ps.main(["--stage", "extend", *common]) == 0
+    ext = json.loads((out / "grid" / f"fgsm_rs-rs{side:g}-w1-b32.json").read_text())
+    assert ext["config"]["rs_step"] == side and ext["config"]["seed"] == ps.GRID_SEED and ext["stage"] == "grid"
+    assert ext["code"]["source_sha256"] and "git_commit" in ext["code"]
+    assert ps.main(["--stage", "select", *common]) == 0
+    sel = json.loads((out / "selected.json").read_text())
+    assert sel["extend"] == {} and len(sel["chosen"]["fgsm_rs-b32"]["candidates"]) == 6
 
     assert ps.main(["--stage", "final", *common, "--seeds", "0,1"]) == 0
     final = {p.stem: json.loads(p.read_text()) for p in (out / "final").glob("*.json")}
@@ -117,3 +129,43 @@ def test_the_table_says_when_a_probe_fell_without_the_collapse_verdict():
     assert "fell" in fell and "79 → 24" in fell and "no" not in fell.split(":")[1][:4]
     assert collapsed.startswith("s4: at 1500") and "48 → 6" in collapsed   # rounded to whole points
     assert ps._collapse_text([res(1, False, None, None)]) == "s1: no (peak —, final —)"
+
+
+def _fake_grid_run(out, m, value, warm, batch, worst):
+    fld = ps.SETTINGS[m][0]
+    name = ps.setting_name(m, value, warm, batch)
+    (out / "grid").mkdir(parents=True, exist_ok=True)
+    (out / "grid" / f"{name}.json").write_text(json.dumps({
+        "name": name, "config": {fld: value, "eps_warmup_epochs": 0.5 if warm else 0.0},
+        "val": {"worst": worst, "clean": 97.0, "did_not_learn": False},
+        "collapse": {"collapsed": False, "iteration": None, "peak": worst, "final": worst}}))
+
+
+def test_a_best_setting_at_an_end_of_the_grid_asks_for_one_step_beyond_it(tmp_path):
+    """The pre-registered edge rule, on fabricated grid results: an interior best asks for nothing; a best at the
+    top asks for EDGE's upper step (both warm-ups), and once those ran, the choice among all settings is final even
+    if the extension wins (one step only, flagged as the end of the search)."""
+    lams = ps.SETTINGS["proposed"][1]
+    for lam, worst in zip(lams, (60.0, 75.0, 70.0)):           # interior best (lambda 5)
+        for warm in (False, True):
+            _fake_grid_run(tmp_path, "proposed", lam, warm, 32, worst + warm)
+    sel = ps.select(tmp_path, ps.FULL, ("proposed",), (32,))
+    assert sel["extend"] == {} and sel["chosen"]["proposed-b32"]["value"] == 5.0
+    assert not sel["chosen"]["proposed-b32"]["at_edge_of_search"]
+
+    _fake_grid_run(tmp_path, "proposed", lams[-1], True, 32, 80.0)   # now the top of the grid is best
+    sel = ps.select(tmp_path, ps.FULL, ("proposed",), (32,))
+    up = ps.EDGE["proposed"][1]
+    assert sel["extend"] == {"proposed-b32": [f"proposed-lam{up:g}-w0-b32", f"proposed-lam{up:g}-w1-b32"]}
+    runs = ps.extend_runs(sel, ps.FULL)
+    assert {n: (c.lam, c.eps_warmup_epochs > 0, c.batch_size, c.seed) for n, c in runs.items()} == {
+        f"proposed-lam{up:g}-w0-b32": (up, False, 32, ps.GRID_SEED),
+        f"proposed-lam{up:g}-w1-b32": (up, True, 32, ps.GRID_SEED)}
+
+    for warm in (False, True):                                        # the extension ran, and wins
+        _fake_grid_run(tmp_path, "proposed", up, warm, 32, 85.0)
+    sel = ps.select(tmp_path, ps.FULL, ("proposed",), (32,))
+    c = sel["chosen"]["proposed-b32"]
+    assert sel["extend"] == {} and c["value"] == up and c["at_edge_of_search"] and len(c["candidates"]) == 8
+    assert ps.extension_runs("proposed", up, 32, tmp_path) == []      # never a second step
+    assert ps.extension_runs("fgsm", None, 32, tmp_path) == []        # FGSM-AT has no setting to search
