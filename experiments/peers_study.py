@@ -444,7 +444,9 @@ def table(out: Path) -> str:
     grid_files = sorted((out / "grid").glob("*.json")) if (out / "grid").exists() else []
     if grid_files:
         sel = json.loads(sel_path.read_text()) if sel_path.exists() else {"chosen": {}}
-        picked = {c["name"] for c in sel["chosen"].values()}
+        pending = set(sel.get("extend", {}))
+        picked = {c["name"]: "best so far (one step beyond to run)" if g in pending else "**yes**"
+                  for g, c in sel["chosen"].items()}
         lines += ["## Grid (reduced budget, seed 0), scored on validation images", "",
                   f"Rule: {sel.get('rule', 'not selected yet')}.", "",
                   "| run | val clean | val worst case | did not learn | collapse (PGD-10 probe) | chosen |",
@@ -454,7 +456,7 @@ def table(out: Path) -> str:
             v = r["val"]
             worst = "—" if v["did_not_learn"] else _f(v["worst"])
             lines.append(f"| {r['name']} | {_f(v['clean'])} | {worst} | {'yes' if v['did_not_learn'] else 'no'} | "
-                         f"{_collapse_text([r])} | {'**yes**' if r['name'] in picked else ''} |")
+                         f"{_collapse_text([r])} | {picked.get(r['name'], '')} |")
         if sel.get("incomplete"):
             lines += ["", "Incomplete groups (not selected): " + ", ".join(sorted(sel["incomplete"])) + "."]
         if sel.get("extend"):

@@ -136,7 +136,7 @@ def _fake_grid_run(out, m, value, warm, batch, worst):
     name = ps.setting_name(m, value, warm, batch)
     (out / "grid").mkdir(parents=True, exist_ok=True)
     (out / "grid" / f"{name}.json").write_text(json.dumps({
-        "name": name, "config": {fld: value, "eps_warmup_epochs": 0.5 if warm else 0.0},
+        "name": name, "config": {fld: value, "eps_warmup_epochs": 0.5 if warm else 0.0, "seed": ps.GRID_SEED},
         "val": {"worst": worst, "clean": 97.0, "did_not_learn": False},
         "collapse": {"collapsed": False, "iteration": None, "peak": worst, "final": worst}}))
 
@@ -157,6 +157,7 @@ def test_a_best_setting_at_an_end_of_the_grid_asks_for_one_step_beyond_it(tmp_pa
     sel = ps.select(tmp_path, ps.FULL, ("proposed",), (32,))
     up = ps.EDGE["proposed"][1]
     assert sel["extend"] == {"proposed-b32": [f"proposed-lam{up:g}-w0-b32", f"proposed-lam{up:g}-w1-b32"]}
+    assert f"| {ps.setting_name('proposed', lams[-1], True, 32)} |" in ps.table(tmp_path).split("best so far")[0]
     runs = ps.extend_runs(sel, ps.FULL)
     assert {n: (c.lam, c.eps_warmup_epochs > 0, c.batch_size, c.seed) for n, c in runs.items()} == {
         f"proposed-lam{up:g}-w0-b32": (up, False, 32, ps.GRID_SEED),
@@ -167,5 +168,7 @@ def test_a_best_setting_at_an_end_of_the_grid_asks_for_one_step_beyond_it(tmp_pa
     sel = ps.select(tmp_path, ps.FULL, ("proposed",), (32,))
     c = sel["chosen"]["proposed-b32"]
     assert sel["extend"] == {} and c["value"] == up and c["at_edge_of_search"] and len(c["candidates"]) == 8
+    assert "best so far" not in ps.table(tmp_path) and f"lam{up:g}-w0-b32 | 97.0 | 85.0 |" in ps.table(tmp_path)
+    assert ps.table(tmp_path).count("**yes**") == 1
     assert ps.extension_runs("proposed", up, 32, tmp_path) == []      # never a second step
     assert ps.extension_runs("fgsm", None, 32, tmp_path) == []        # FGSM-AT has no setting to search

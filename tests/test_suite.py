@@ -140,3 +140,12 @@ def test_suite_md_never_prints_a_dead_run_as_robust_and_its_distance_claim_ignor
     assert "| **70.0** |" in text and "| **13.3** |" in text
     assert "lowest logit distance among the runs that learned: Proposed (λ = 5) (0.13); did not learn: N-FGSM" in text
     assert "best-validation epoch" in text and "catastrophic overfitting, Wong, Rice & Kolter 2020" in text
+
+
+def test_the_cost_figure_names_the_precision_it_was_timed_in():
+    from gmreg_lab.views.report_figures import cost_title
+
+    assert cost_title({"device": "cpu", "precision": "bf16"}, ["fgsm", "gradalign"]) == \
+        "cost per epoch, measured side by side (cpu, bf16; GradAlign's step in fp32)"
+    assert cost_title({"device": "cpu", "precision": "fp32"}, ["fgsm", "gradalign"]).endswith("(cpu, fp32)")
+    assert cost_title({"device": "cuda"}, ["fgsm"]).endswith("(cuda)")             # older results without it

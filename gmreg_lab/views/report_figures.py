@@ -64,6 +64,14 @@ def _write_html(figs: dict, title: str, note: str, path: Path) -> Path:
     return path
 
 
+def cost_title(bench: dict, methods) -> str:
+    """The suite's cost figure's title: the device and the precision the steps were timed in, and that GradAlign's
+    step is timed in fp32 whatever the others ran in (its step always computes in fp32)."""
+    prec = bench.get("precision")
+    note = "; GradAlign's step in fp32" if prec and prec != "fp32" and "gradalign" in methods else ""
+    return f"cost per epoch, measured side by side ({bench['device']}{', ' + prec if prec else ''}{note})"
+
+
 def build_suite_figures(summary: dict, histories: dict) -> dict:
     """The peers suite: robustness vs eps per method (PGD-40 and the worst case), the logit distance vs eps, the
     PGD probe and the logit distance over training at the largest eps trained, and the cost bars."""
@@ -104,8 +112,7 @@ def build_suite_figures(summary: dict, histories: dict) -> dict:
             keys = [k for k in spe if k.split("+")[0] == m]
             if keys:
                 cost[SUITE_NAMES.get(m, m)] = spe[max(keys, key=len)]
-        figs["cost"] = plots.value_bars(cost, yaxis="seconds per epoch",
-                                        title=f"cost per epoch, measured side by side ({bench['device']})")
+        figs["cost"] = plots.value_bars(cost, yaxis="seconds per epoch", title=cost_title(bench, summary["methods"]))
     return figs
 
 
