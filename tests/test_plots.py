@@ -104,6 +104,8 @@ def test_bars_and_tables():
     assert list(v.data[0].y) == [1.0, 2.5]
     grid = plots.image_grid(torch.rand(7, 1, 28, 28), list("abcdefg"), cols=3)
     assert len(grid.data) == 7
+    lay = grid.layout
+    assert lay.yaxis.scaleanchor == "x" and lay.yaxis7.scaleanchor == "x7", "square pixels in every panel"
 
 
 def test_checklist_figure_shows_masking_reports():
@@ -194,3 +196,14 @@ def test_threshold_line_and_marks_are_drawn_where_asked():
     assert [sh.xref for sh in fig.layout.shapes if sh.y0 == 2.0 and sh.y1 == 2.0][0] in ("x domain", "x")   # left
     assert [(a.xref, a.yref) for a in fig.layout.annotations if a.text == "limit 2"] == [("x domain", "y")]
     assert plots.compare_runs({"x": ROWS}, "logit_dist", marks={"none": None}).layout.shapes == ()
+
+
+def test_attack_names_keep_their_restarts_readable_and_log_axes_label_decades():
+    assert plots.attack_label("apgd-100x3") == "APGD-100×3" and plots.attack_label("pgd-40") == "PGD-40"
+    fig = plots.table_bars({"m": {"apgd-100x3": {"acc": 1.0}, "fgsm": {"acc": 2.0}}})
+    assert list(fig.data[0].x) == ["APGD-100×3", "FGSM"]
+    wide = [dict(r, logit_dist=10.0 ** -(i % 4)) for i, r in enumerate(ROWS)]       # spans 1e-3 .. 1
+    assert plots.compare_runs({"x": wide}, "logit_dist", log_y=True).layout.yaxis.dtick == 1
+    narrow = [dict(r, logit_dist=1.0 + i) for i, r in enumerate(ROWS)]               # within one decade
+    assert plots.compare_runs({"x": narrow}, "logit_dist", log_y=True).layout.yaxis.dtick is None
+    assert plots.compare_runs({"x": wide}, "logit_dist").layout.yaxis.dtick is None  # linear: untouched

@@ -8,6 +8,7 @@ Figures render with plotly's default renderer (the ``application/vnd.plotly`` mi
 from __future__ import annotations
 
 import math
+import re
 from typing import Iterable, Mapping, Optional, Sequence
 
 import numpy as np
@@ -167,6 +168,19 @@ def panel_summary(summary: Sequence[Mapping], *, title: str = "") -> go.Figure:
                    height=380)
 
 
+def attack_label(name: str) -> str:
+    """An attack's display name: upper case, with restarts as a times sign ('apgd-100x3' -> 'APGD-100×3')."""
+    return re.sub(r"(\d)X(\d)", "\\1×\\2", name.upper())
+
+
+def _decade_ticks(fig: go.Figure, values: Iterable, **where) -> None:
+    """On a log y axis whose data span two decades or more, label only the powers of ten (plotly otherwise labels
+    the 2s and 5s of every decade as well, which crowds a short figure)."""
+    pos = [float(v) for v in values if v is not None and math.isfinite(float(v)) and float(v) > 0]
+    if pos and max(pos) / min(pos) >= 100:
+        fig.update_yaxes(dtick=1, **where)
+
+
 def _limit_and_marks(fig: go.Figure, limit: Optional[float], limit_label: str, marks: Mapping[str, float],
                      log_y: bool = False, **where) -> None:
     """A dashed horizontal line at ``limit`` (a diagnostic's threshold) and a dotted vertical line per ``marks``
@@ -196,6 +210,7 @@ def compare_runs(runs: Mapping[str, Iterable[Mapping]], key: str, *, title: str 
     fig = _layout(fig, title or key, xaxis_title=x, yaxis_title=yaxis or key)
     if log_y:
         fig.update_yaxes(type="log")
+        _decade_ticks(fig, [v for t in fig.data for v in t.y])
     _limit_and_marks(fig, limit, limit_label, marks or {}, log_y=log_y)
     return fig
 
@@ -258,7 +273,7 @@ def sweep_figure(sw: Mapping, metric: str = "acc", *, title: str = "", train_eps
     fig = go.Figure()
     for label in attacks or _check_sweep(sw):
         fig.add_trace(go.Scatter(x=list(sw["eps"]), y=list(sw[label][metric]), mode="lines+markers",
-                                 name=label.upper(), line=dict(color=_color(label))))
+                                 name=attack_label(label), line=dict(color=_color(label))))
     return _eps_axes(fig, metric, train_eps, title or f"{'accuracy' if metric == 'acc' else 'mean loss'} vs eps")
 
 
@@ -276,7 +291,7 @@ def sweep_grid(sweeps: Mapping[str, Mapping], metric: str = "loss", *, title: st
         sw = sweeps[name]
         for label in _check_sweep(sw):
             fig.add_trace(go.Scatter(x=list(sw["eps"]), y=list(sw[label][metric]), mode="lines+markers",
-                                     name=label.upper(), legendgroup=label, showlegend=j == 1,
+                                     name=attack_label(label), legendgroup=label, showlegend=j == 1,
                                      line=dict(color=_color(label))), row=1, col=j)
         if train_eps is not None:
             fig.add_vline(x=train_eps, line_dash="dash", line_color="#868e96", row=1, col=j)
@@ -287,6 +302,7 @@ def sweep_grid(sweeps: Mapping[str, Mapping], metric: str = "loss", *, title: st
         fig.update_yaxes(range=[-2, 102])
     if log_y:
         fig.update_yaxes(type="log")
+        _decade_ticks(fig, [v for t in fig.data for v in t.y])
     return _layout(fig, title or f"{metric} vs eps", height=420)
 
 
@@ -299,7 +315,7 @@ def sweep_models(sweeps: Mapping[str, Mapping], attack: str, metric: str = "acc"
             raise GmregError(f"sweep of {name!r} has no {attack!r}; it has {', '.join(_check_sweep(sw))}")
         fig.add_trace(go.Scatter(x=list(sw["eps"]), y=list(sw[attack][metric]), mode="lines+markers", name=name,
                                  line=dict(color=PALETTE[i % len(PALETTE)])))
-    return _eps_axes(fig, metric, train_eps, title or f"{attack.upper()} {metric} vs eps")
+    return _eps_axes(fig, metric, train_eps, title or f"{attack_label(attack)} {metric} vs eps")
 
 
 # --- tables as bars -------------------------------------------------------------------------------------------------
@@ -312,7 +328,7 @@ def table_bars(tables: Mapping[str, Mapping[str, Mapping[str, float]]], metric: 
         attacks += [a for a in t if a not in attacks]
     for i, (name, t) in enumerate(tables.items()):
         vals = [t[a][metric] if a in t else None for a in attacks]
-        fig.add_trace(go.Bar(x=[a.upper() for a in attacks], y=vals, name=name,
+        fig.add_trace(go.Bar(x=[attack_label(a) for a in attacks], y=vals, name=name,
                              marker_color=PALETTE[i % len(PALETTE)],
                              text=[None if v is None else f"{v:.1f}" for v in vals], textposition="outside"))
     fig.update_layout(barmode="group")
@@ -402,6 +418,9 @@ def image_grid(images, titles: Optional[Sequence[str]] = None, *, cols: int = 6,
     for i, a in enumerate(imgs):
         r, c = divmod(i, cols)
         fig.add_trace(_image_trace(a), row=r + 1, col=c + 1)
+        # square pixels: each panel's y axis is scaled to its own x axis (a greyscale heatmap would stretch)
+        fig.update_yaxes(scaleanchor=f"x{i + 1 if i else ''}", scaleratio=1, constrain="domain", row=r + 1, col=c + 1)
+        fig.update_xaxes(constrain="domain", row=r + 1, col=c + 1)
     fig.update_xaxes(visible=False)
     fig.update_yaxes(visible=False)
     return _layout(fig, title, height=170 * rows + 60)
