@@ -47,7 +47,7 @@ def test_the_full_study_is_the_design_the_docstring_states():
     assert wong.epochs * math.ceil(60_000 / wong.batch_size) == 6_000
 
 
-def test_dry_run_of_every_stage(tmp_path, one_thread):
+def test_dry_run_of_every_stage(tmp_path, one_thread, monkeypatch, capsys):
     out = tmp_path / "study"
     common = ["--out", str(out), "--dry-run", "--methods", "fgsm,fgsm_rs", "--batches", "32"]
     assert ps.main(["--stage", "grid", *common]) == 0
@@ -61,6 +61,14 @@ def test_dry_run_of_every_stage(tmp_path, one_thread):
     probe = r["probe (iteration, pgd10 %, clean %, eps_train)"]
     assert probe[0][3] < 0.3 and set(r["collapse"]) == {"collapsed", "iteration", "peak", "final"}
     stamps = {p: p.stat().st_mtime_ns for p in (out / "grid").glob("*.json")}
+    # this checkout scores a finished run as it was scored when it was made (the dry scale: rescore reads FULL's
+    # image count, so compare on the run's own scale by patching it in)
+    import peers_rescore
+    monkeypatch.setattr(peers_rescore.ps, "FULL", ps.DRY)
+    assert peers_rescore.main(["--out", str(out), "fgsm_rs-rs1.25-w1-b32"]) == 0
+    line = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert line["stored"] == line["now"] and line["name"] == "fgsm_rs-rs1.25-w1-b32"
+    monkeypatch.undo()
 
     assert ps.main(["--stage", "select", *common]) == 0
     sel = json.loads((out / "selected.json").read_text())
