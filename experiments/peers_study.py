@@ -496,6 +496,40 @@ def table(out: Path) -> str:
     return "\n".join(lines) + "\n"
 
 
+def search_rows(out: Path) -> list:
+    """The grid's runs (edge steps included) as rows for gl.plots.setting_search."""
+    sel_path = out / "selected.json"
+    sel = json.loads(sel_path.read_text()) if sel_path.exists() else {"chosen": {}}
+    final = {c["name"] for g, c in sel["chosen"].items() if g not in sel.get("extend", {})}
+    rows = []
+    for p in sorted((out / "grid").glob("*.json")) if (out / "grid").exists() else []:
+        r = json.loads(p.read_text())
+        cfg, c = r["config"], r["collapse"]
+        fld = SETTINGS[cfg["method"]][0]
+        fell = c["peak"] is not None and c["final"] is not None and c["peak"] - c["final"] >= FELL_POINTS
+        rows.append({"method": cfg["method"], "batch": cfg["batch_size"], "value": cfg[fld] if fld else None,
+                     "warmup": cfg["eps_warmup_epochs"] > 0, "worst": r["val"]["worst"],
+                     "collapsed": bool(c["collapsed"] or fell), "did_not_learn": r["val"]["did_not_learn"],
+                     "chosen": r["name"] in final})
+    return rows
+
+
+def write_search_figure(out: Path) -> Optional[Path]:
+    """<out>/grid.html: the grid as a picture (offline, plotly inline), or nothing before the first grid run."""
+    from gmreg_lab.views import plots
+    from gmreg_lab.views.report_figures import _write_html
+
+    rows = search_rows(out)
+    if not rows:
+        return None
+    fig = plots.setting_search(rows, title=f"validation worst case of every grid run, MNIST, eps {EPS} "
+                                           "(✕ collapsed or fell, □ did not learn, ringed: chosen)")
+    return _write_html({"grid": fig}, "Issue 28 study: the grid",
+                       "Made by <code>python experiments/peers_study.py --table</code> from the grid's JSON files; "
+                       "the numbers are in TABLE.md. One seed, the grid's reduced budget, validation images only.",
+                       out / "grid.html")
+
+
 # --- command line ---------------------------------------------------------------------------------------------------
 def _manifest(out: Path, scale: Scale, limit) -> None:
     path = out / "study.json"
@@ -580,6 +614,7 @@ def main(argv=None) -> int:
         text = table(out)
         if out.exists():
             gl.runs.atomic_write_text(out / "TABLE.md", text)
+            write_search_figure(out)
         if a.table:
             print(text)
     return 0

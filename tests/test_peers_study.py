@@ -104,6 +104,10 @@ def test_dry_run_of_every_stage(tmp_path, one_thread, monkeypatch, capsys):
 
     assert ps.main(["--table", "--out", str(out)]) == 0
     text = (out / "TABLE.md").read_text()
+    rows = ps.search_rows(out)
+    assert len(rows) == len(list((out / "grid").glob("*.json"))) == 8 and sum(r["chosen"] for r in rows) == 2
+    page = (out / "grid.html").read_text()
+    assert len(page) > 100_000 and "Issue 28 study: the grid" in page
     assert "## Grid" in text and "## Final" in text and "## Anchor" in text and "82.93" in text
 
     assert ps.main(["--stage", "grid", *common]) == 0                     # cached: nothing recomputed

@@ -9,6 +9,7 @@ import pytest
 import torch
 
 go = pytest.importorskip("plotly.graph_objects")
+from gmreg_lab.errors import GmregError
 from gmreg_lab.views import plots
 
 ROWS = [{"event": "log", "iteration": i, "loss": 2.0 / i, "ce": 1.5 / i, "reg": 0.1 * i, "logit_dist": 0.5 * i,
@@ -207,3 +208,20 @@ def test_attack_names_keep_their_restarts_readable_and_log_axes_label_decades():
     narrow = [dict(r, logit_dist=1.0 + i) for i, r in enumerate(ROWS)]               # within one decade
     assert plots.compare_runs({"x": narrow}, "logit_dist", log_y=True).layout.yaxis.dtick is None
     assert plots.compare_runs({"x": wide}, "logit_dist").layout.yaxis.dtick is None  # linear: untouched
+
+
+def test_setting_search_draws_every_run_where_its_method_batch_and_value_put_it():
+    rows = [dict(method="proposed", batch=32, value=v, warmup=w, worst=50 + v + 10 * w, collapsed=False,
+                 did_not_learn=False, chosen=(v == 10 and w)) for v in (2.0, 5.0, 10.0) for w in (False, True)]
+    rows += [dict(method="fgsm", batch=64, value=None, warmup=False, worst=0.0, collapsed=True, did_not_learn=False,
+                  chosen=False)]
+    fig = plots.setting_search(rows)
+    assert len(fig.data) == 2 * 2 * 2 + 2              # 2 methods x 2 batches x warm-up off / on, + the legend's 2
+    assert [t.name for t in fig.data if t.showlegend is not False] == ["ε warm-up off", "ε warm-up on"]
+    on = [t for t in fig.data if t.name == "ε warm-up on" and t.showlegend is False and len(t.x)]
+    assert len(on) == 1 and list(on[0].x) == ["2", "5", "10"] and list(on[0].y) == [62.0, 65.0, 70.0]
+    assert list(on[0].marker.size) == [10, 10, 15], "the chosen run stands out"
+    crossed = [t for t in fig.data if t.showlegend is False and len(t.x) and t.x[0] == "—"]
+    assert len(crossed) == 1 and list(crossed[0].marker.symbol) == ["x"] and crossed[0].y[0] == 0.0
+    with pytest.raises(GmregError):
+        plots.setting_search([])

@@ -407,6 +407,46 @@ def adversarial_panel(x, x_adv, probs_clean, probs_adv, *, eps: float, classes: 
     return _layout(fig, head, height=340)
 
 
+def setting_search(rows: Sequence[Mapping], *, title: str = "") -> go.Figure:
+    """A hyper-parameter search as a picture: one panel per method (columns) and batch size (rows), the setting's
+    value on the x axis (as a category), its validation worst case (%) on the y axis, warm-up off and on as two
+    colours; a run that collapsed or fell is a cross, one that did not learn a hollow square, the chosen one ringed.
+
+    ``rows``: ``{"method", "batch", "value", "warmup", "worst", "collapsed", "did_not_learn", "chosen"}`` each
+    (``value`` None for a method without a setting)."""
+    if not rows:
+        raise GmregError("no search results to show")
+    methods = list(dict.fromkeys(r["method"] for r in rows))
+    batches = sorted({r["batch"] for r in rows})
+    fig = make_subplots(rows=len(batches), cols=len(methods), shared_yaxes=True, horizontal_spacing=0.03,
+                        vertical_spacing=0.16, subplot_titles=[f"{m}, batch {b}" for b in batches for m in methods])
+    for i, b in enumerate(batches, 1):
+        for j, m in enumerate(methods, 1):
+            cell = [r for r in rows if r["method"] == m and r["batch"] == b]
+            values = sorted({r["value"] for r in cell}, key=lambda v: (v is None, v if v is not None else 0))
+            cats = ["—" if v is None else f"{v:g}" for v in values]
+            for warm, color in ((False, "#868e96"), (True, PALETTE[0])):
+                pts = sorted((r for r in cell if bool(r["warmup"]) == warm), key=lambda r: values.index(r["value"]))
+                fig.add_trace(go.Scatter(
+                    x=["—" if r["value"] is None else f"{r['value']:g}" for r in pts], y=[r["worst"] for r in pts],
+                    mode="markers", name=f"ε warm-up {'on' if warm else 'off'}", legendgroup=str(warm),
+                    showlegend=False,
+                    marker=dict(color=color, size=[15 if r.get("chosen") else 10 for r in pts],
+                                symbol=["square-open" if r.get("did_not_learn") else "x" if r.get("collapsed")
+                                        else "circle" for r in pts],
+                                line=dict(width=[3 if r.get("chosen") else 0 for r in pts], color="#212529")),
+                    hovertemplate="%{x}: worst case %{y:.1f} %<extra></extra>"), row=i, col=j)
+            fig.update_xaxes(type="category", categoryorder="array", categoryarray=cats, row=i, col=j)
+    for warm, color in ((False, "#868e96"), (True, PALETTE[0])):      # the legend: colours only, as circles
+        fig.add_trace(go.Scatter(x=[None], y=[None], mode="markers", name=f"ε warm-up {'on' if warm else 'off'}",
+                                 legendgroup=str(warm), marker=dict(color=color, size=10, symbol="circle")),
+                      row=1, col=1)
+    fig.update_yaxes(range=[-3, 100])
+    fig.update_yaxes(title_text="validation worst case (%)", col=1)
+    return _layout(fig, title or "each method's setting search (✕ collapsed or fell, □ did not learn, ringed: chosen)",
+                   height=300 * len(batches) + 120)
+
+
 def image_grid(images, titles: Optional[Sequence[str]] = None, *, cols: int = 6, title: str = "") -> go.Figure:
     """A grid of images (a batch NCHW in [0, 1]), e.g. clean images above their adversaries."""
     imgs = [_image(images[i]) for i in range(len(images))]
