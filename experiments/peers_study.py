@@ -6,6 +6,7 @@ images, trained at one full budget over seeds, beside a reproduced published anc
     python experiments/peers_study.py --stage extend --out results/peers-study --jobs 2   # if select asks, then select
     python experiments/peers_study.py --stage final  --out results/peers-study --jobs 2
     python experiments/peers_study.py --stage anchor --out results/peers-study --jobs 2
+    python experiments/peers_study.py --stage warmup --out results/peers-study --jobs 2   # item 1, seed 1
     python experiments/peers_study.py --table        --out results/peers-study       # writes <out>/TABLE.md
     python experiments/peers_study.py --stage grid --dry-run --out /tmp/peers-dry --methods fgsm --batches 32
 
@@ -28,6 +29,10 @@ Stages
           proposed lambda 1 / 20, FGSM-RS 0.75 / 1.5, N-FGSM k 0.25 / 4, GradAlign lambda 0.03 / 3), both warm-ups,
           at the grid's budget; `select` lists these runs in selected.json, `extend` runs them, `select` again
           chooses among all; `final` leaves out a group while its step is still asked for. One step only.
+  warmup  issue 28, item 1: the paper's lambda (5) of the proposed method without and with the eps warm-up, at both
+          batch sizes, for more seeds (default 1; seed 0 is the grid's run), at the grid's budget, scored on
+          validation images like the grid: 4 runs per seed. Whether the warm-up should become the default for the
+          paper's recipe rests on it.
   final   the selected settings at the full budget (FULL.final_epochs: 4 epochs at batch 32, 8 at batch 64, about 6,250
           iterations, more than the ~6,000 of Wong et al.'s MNIST recipe), seeds {0, 1}: 5 methods x 2 batch sizes
           x 2 seeds = 20 runs. Each is evaluated on the first 1000 TEST images: clean, PGD-50 x 10 restarts (step
@@ -112,6 +117,10 @@ METHODS = tuple(SETTINGS)
 # lie beyond it. One step only: a best value at an extension is reported as the end of the search. Decided on
 # 2026-12-03 with 18 of the 48 grid runs finished, after seeing that the proposed method (lambda 10) and GradAlign
 # (lambda 0.1) were best at an edge at batch 32 -- the same rule for every method, whichever it helps.
+# Item 1 of issue 28: does the eps warm-up help the paper's own method? The grid has each lambda with and without it
+# for seed 0; this stage repeats the paper's lambda (5) at both batch sizes for more seeds, at the grid's budget.
+WARMUP_CHECK = ("proposed", 5.0)
+WARMUP_SEEDS = (1,)
 EDGE = {"proposed": (1.0, 20.0), "fgsm_rs": (0.75, 1.5), "nfgsm": (0.25, 4.0), "gradalign": (0.03, 3.0)}
 BATCHES = (32, 64)
 SEEDS = (0, 1)
@@ -197,6 +206,14 @@ def final_runs(selected: dict, scale: Scale, seeds, methods=METHODS, batches=BAT
     return runs
 
 
+def warmup_runs(scale: Scale, seeds, batches=BATCHES, limit=None) -> dict:
+    """The warm-up check: WARMUP_CHECK's setting without and with the eps warm-up, per batch size and seed, at the
+    grid's budget, scored on validation images like the grid (seed 0 is the grid's own run)."""
+    m, value = WARMUP_CHECK
+    return {f"{setting_name(m, value, w, b)}-s{s}": study_config(m, value, w, b, s, scale.grid_epochs[b], scale, limit)
+            for b in batches for w in (False, True) for s in seeds}
+
+
 def anchor_runs(scale: Scale, seeds, limit=None) -> dict:
     return {f"wong-s{s}": anchor_config(s, scale, limit) for s in seeds}
 
@@ -276,8 +293,8 @@ def run(stage: str, name: str, cfg_dict: dict, out: str, scale_name: str, comman
             ckpt = run_dir / gl.runs.CHECKPOINT
             rows = gl.runs.log_rows(gl.runs.load_checkpoint(ckpt)["history"]) if ckpt.exists() else []
             result.update(diverged=str(e), train_seconds=None, iterations=None, collapse=gl.diagnostics.collapse(rows))
-            result["val" if stage == "grid" else "test"] = {"did_not_learn": True, "worst": 0.0, "clean": None,
-                                                            "robust": None, "images": 0}
+            key = "val" if stage in ("grid", "warmup") else "test"
+            result[key] = {"did_not_learn": True, "worst": 0.0, "clean": None, "robust": None, "images": 0}
             gl.runs.write_json(path, result)
             return result
         rows = gl.runs.log_rows(res.history)
@@ -288,7 +305,7 @@ def run(stage: str, name: str, cfg_dict: dict, out: str, scale_name: str, comman
                            (r["iteration"], round(r["acc_pgd"], 1), round(r["acc_clean"], 1),
                             r.get("eps_train", EPS)) for r in rows],
                        "collapse": gl.diagnostics.collapse(rows)})
-        if stage == "grid":
+        if stage in ("grid", "warmup"):
             result["val"] = _validation(model, cfg, scale)
         else:
             result["test"] = _test(model, cfg, scale)
@@ -433,6 +450,28 @@ def _final_rows(results: list) -> list:
     return [clean, *robust, ", ".join(dead) or "—", _collapse_text(results)]
 
 
+def _warmup_section(out: Path) -> list:
+    """Markdown: the warm-up check (WARMUP_CHECK's setting, off vs on, per batch size), seed 0 from the grid and the
+    other seeds from the warmup stage, validation worst case per seed and its mean; [] before the stage ran."""
+    files = sorted((out / "warmup").glob("*.json")) if (out / "warmup").exists() else []
+    if not files:
+        return []
+    m, value = WARMUP_CHECK
+    lines = [f"## ε warm-up check: {m} at {SETTINGS[m][0]} = {value:g}, seeds, grid budget, validation images", "",
+             "| batch | warm-up | worst case per seed | mean | collapse (PGD-10 probe) |", "|---|---|---|---|---|"]
+    for b in BATCHES:
+        for w in (False, True):
+            name = setting_name(m, value, w, b)
+            rs = [json.loads(p.read_text()) for p in [out / "grid" / f"{name}.json"] if p.exists()]
+            rs += [json.loads(p.read_text()) for p in files if p.stem.rsplit("-s", 1)[0] == name]
+            if not rs:
+                continue
+            per = ", ".join(f"s{r['config']['seed']}: {_f(r['val']['worst'])}" for r in rs)
+            lines.append(f"| {b} | {'on' if w else 'off'} | {per} | {_agg([r['val']['worst'] for r in rs])} | "
+                         f"{_collapse_text(rs)} |")
+    return lines + [""]
+
+
 def table(out: Path) -> str:
     lines = [f"# Issue 28 study: single-step methods at their best, MNIST, eps {EPS}", "",
              "Produced by `experiments/peers_study.py` (its docstring states every setting). Models evaluated: the "
@@ -464,6 +503,7 @@ def table(out: Path) -> str:
             lines += ["", "Best at an end of its grid, one step beyond still to run (`--stage extend`): " + "; ".join(
                 f"{g}: {', '.join(n)}" for g, n in sorted(sel["extend"].items())) + "."]
         lines.append("")
+    lines += _warmup_section(out)
     header = ["| setting | seeds | clean | PGD-50x10 | APGD-CE+T ours | APGD-CE+T torchattacks | **robust (lower)** | "
               "logit distance | did not learn | collapse (PGD-10 probe) |", "|---|---|---|---|---|---|---|---|---|---|"]
     for stage, title in (("final", "Final: the chosen settings at the full budget, first test images"),
@@ -553,24 +593,27 @@ def _csv(text: str, cast=str) -> tuple:
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--out", required=True)
-    ap.add_argument("--stage", choices=("grid", "select", "extend", "final", "anchor"))
+    ap.add_argument("--stage", choices=("grid", "select", "extend", "final", "anchor", "warmup"))
     ap.add_argument("--table", action="store_true", help="write <out>/TABLE.md from what has finished, and print it")
     ap.add_argument("--jobs", type=int, default=1, help="runs in parallel, each a spawned process with one thread")
     ap.add_argument("--only", default="", help="comma-separated run names of the stage (default: all)")
     ap.add_argument("--methods", default=",".join(METHODS), help="comma-separated subset of the methods")
     ap.add_argument("--batches", default=",".join(map(str, BATCHES)), help="comma-separated subset of 32,64")
-    ap.add_argument("--seeds", default=",".join(map(str, SEEDS)), help="seeds of the final and anchor stages")
+    ap.add_argument("--seeds", default=None, help="seeds of the final and anchor stages (default "
+                    f"{','.join(map(str, SEEDS))}) and of the warm-up check (default "
+                    f"{','.join(map(str, WARMUP_SEEDS))})")
     ap.add_argument("--limit", type=int, default=None, help="train on the first N training images (smoke run)")
     ap.add_argument("--dry-run", action="store_true", help="tiny everything (64 images, 1 epoch, 2-step attacks)")
     a = ap.parse_args(argv)
     out = Path(a.out)
     scale = DRY if a.dry_run else FULL
-    methods, batches, seeds = _csv(a.methods), _csv(a.batches, int), _csv(a.seeds, int)
+    methods, batches = _csv(a.methods), _csv(a.batches, int)
+    seeds = _csv(a.seeds, int) if a.seeds is not None else WARMUP_SEEDS if a.stage == "warmup" else SEEDS
     bad = [m for m in methods if m not in SETTINGS] + [str(b) for b in batches if b not in BATCHES]
     if bad:
         raise SystemExit(f"peers_study: unknown method or batch size: {', '.join(bad)}")
     if a.stage is None and not a.table:
-        raise SystemExit("peers_study: give --stage grid|select|extend|final|anchor and/or --table")
+        raise SystemExit("peers_study: give --stage grid|select|extend|final|anchor|warmup and/or --table")
     command = " ".join(["python", sys.argv[0] if argv is None else "experiments/peers_study.py",
                         *(sys.argv[1:] if argv is None else argv)])
     if a.stage is not None:
@@ -602,6 +645,8 @@ def main(argv=None) -> int:
                         "final: %s wait for their edge step (--stage extend, then select); training the others",
                         ", ".join(waiting))
                 runs = final_runs({**sel, "chosen": ready}, scale, seeds, methods, batches, a.limit)
+        elif a.stage == "warmup":
+            runs = warmup_runs(scale, seeds, batches, a.limit)
         else:
             runs = anchor_runs(scale, seeds, a.limit)
         if only:

@@ -102,6 +102,12 @@ def test_dry_run_of_every_stage(tmp_path, one_thread, monkeypatch, capsys):
     assert anchor["config"]["model"] == "wong_cnn" and anchor["config"]["optimizer"] == "adam"
     assert anchor["threads"] == 1
 
+    assert ps.main(["--stage", "warmup", "--out", str(out), "--dry-run", "--batches", "32"]) == 0
+    warm = {p.stem: json.loads(p.read_text()) for p in (out / "warmup").glob("*.json")}
+    assert set(warm) == {"proposed-lam5-w0-b32-s1", "proposed-lam5-w1-b32-s1"}
+    assert {(r["config"]["lam"], r["config"]["seed"], r["config"]["eps_warmup_epochs"] > 0) for r in warm.values()} \
+        == {(5.0, 1, False), (5.0, 1, True)} and all("worst" in r["val"] for r in warm.values())
+
     assert ps.main(["--table", "--out", str(out)]) == 0
     text = (out / "TABLE.md").read_text()
     rows = ps.search_rows(out)
@@ -109,6 +115,7 @@ def test_dry_run_of_every_stage(tmp_path, one_thread, monkeypatch, capsys):
     page = (out / "grid.html").read_text()
     assert len(page) > 100_000 and "Issue 28 study: the grid" in page
     assert "## Grid" in text and "## Final" in text and "## Anchor" in text and "82.93" in text
+    assert "## ε warm-up check" in text and "| 32 | off | s1: " in text and "| 32 | on | s1: " in text
 
     assert ps.main(["--stage", "grid", *common]) == 0                     # cached: nothing recomputed
     assert all(p.stat().st_mtime_ns == m for p, m in stamps.items())
