@@ -43,6 +43,7 @@ def test_peers_suite_smoke_writes_every_cell_and_is_cached(tmp_path):
     assert {"fgsm", "proposed", "fgsm_rs", "nfgsm", "gradalign"} <= set(s["bench"]["seconds_per_epoch"])
     text = (out / "SUITE.md").read_text()
     assert len(re.findall(r"\| N-FGSM \| 0\.[13] \|", text)) == 2 and "GradAlign" in text and "82.93" in text
+    assert "**Not a ranking.**" in text and "results/peers-study" in text
     assert (out / "suite.html").stat().st_size > 100_000
     stamps = {p: p.stat().st_mtime_ns for p in out.rglob("*.pt")}
     again = peers("smoke", out, methods="fgsm,proposed,fgsm_rs,nfgsm,gradalign", progress=False, jobs=1)
@@ -76,6 +77,7 @@ def test_committed_quick_suite_is_complete_and_says_what_the_readme_says():
     assert set(PEERS) <= set(s["bench"]["seconds_per_epoch"])
     text = (root / "SUITE.md").read_text()
     assert all(f"| {n} |" in text for n in ("FGSM-AT", "FGSM-RS", "N-FGSM", "GradAlign", "PGD-AT"))
+    assert "**Not a ranking.**" in text, "the committed table says what it cannot rank (issue 28)"
     res = lambda m, e: s["results"][f"{m}_eps{e:g}"]          # noqa: E731
     # README: FGSM-AT collapses at eps 0.3, the proposed method does not, and keeps the lowest logit distance there
     # among the runs that learned (N-FGSM's 0.00 there is a constant predictor's)

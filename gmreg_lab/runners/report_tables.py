@@ -193,6 +193,12 @@ def lowest_logit_distance(results: dict, eps: float):
     return min(alive.items(), key=lambda kv: kv[1]) if alive else None
 
 
+FAIRNESS_NOTE = ("**Not a ranking.** Every method runs at the kit's default setting for it (one `TrainConfig` "
+                 "each), one seed, one budget, without searching its settings on this dataset: a method can lose "
+                 "here to a setting, not to a rival. A fair comparison (each method at its best, chosen on "
+                 "validation images, over seeds) is `experiments/peers_study.py` (`results/peers-study/`).")
+
+
 def render_suite(summary: dict, out) -> str:
     """``SUITE.md``: one row per method and eps, then the cost of each method and the published anchors. A run that
     did not learn (:func:`did_not_learn`) gets "did not learn" where its attack accuracies would stand: they are
@@ -203,6 +209,7 @@ def render_suite(summary: dict, out) -> str:
              f"{summary['scale']} --out {out}` on {env.get('gpu') or env.get('processor') or env.get('machine')} "
              f"({env.get('cpu_count')} CPUs, torch {env.get('torch')}). One training budget for all (see "
              f"`suite.json`: `scale_settings`, each run's `config`); first {sc['eval_limit']} test images.", "",
+             FAIRNESS_NOTE, "",
              f"Worst case: an image counts as robust only if every attack of `{sc['worst']}` fails on it (run one "
              "after another on what the earlier ones left). Logit distance: mean L2 distance of the FGSM and "
              "R-FGSM logits on the test images (the paper's diagnostic). Collapse: the PGD probe (PGD-10 on 200 "
