@@ -112,15 +112,15 @@ SETTINGS = {
     "gradalign": ("align_lam", (0.1, 0.3, 1.0), "al"),
 }
 METHODS = tuple(SETTINGS)
+# Item 1 of issue 28: does the eps warm-up help the paper's own method? The grid has each lambda with and without it
+# for seed 0; this stage repeats the paper's lambda (5) at both batch sizes for more seeds, at the grid's budget.
+WARMUP_CHECK = ("proposed", 5.0)
+WARMUP_SEEDS = (1,)
 # One step beyond each end of a method's grid: run (both warm-ups, that batch size) only when the grid's best setting
 # for a method and batch size lies at that end, since a best value at the edge of a grid says the method's best may
 # lie beyond it. One step only: a best value at an extension is reported as the end of the search. Decided on
 # 2026-12-03 with 18 of the 48 grid runs finished, after seeing that the proposed method (lambda 10) and GradAlign
 # (lambda 0.1) were best at an edge at batch 32 -- the same rule for every method, whichever it helps.
-# Item 1 of issue 28: does the eps warm-up help the paper's own method? The grid has each lambda with and without it
-# for seed 0; this stage repeats the paper's lambda (5) at both batch sizes for more seeds, at the grid's budget.
-WARMUP_CHECK = ("proposed", 5.0)
-WARMUP_SEEDS = (1,)
 EDGE = {"proposed": (1.0, 20.0), "fgsm_rs": (0.75, 1.5), "nfgsm": (0.25, 4.0), "gradalign": (0.03, 3.0)}
 BATCHES = (32, 64)
 SEEDS = (0, 1)
@@ -355,7 +355,8 @@ def select(out: Path, scale: Scale, methods=METHODS, batches=BATCHES) -> dict:
     chosen, incomplete, extend = {}, {}, {}
     for batch in batches:
         for m in methods:
-            names = [setting_name(m, v, w, batch) for v in _values(m, out, batch) for w in (False, True)]
+            values = _values(m, out, batch)
+            names = [setting_name(m, v, w, batch) for v in values for w in (False, True)]
             found = {n: out / "grid" / f"{n}.json" for n in names}
             missing = [n for n, p in found.items() if not p.exists()]
             if missing:
@@ -375,8 +376,7 @@ def select(out: Path, scale: Scale, methods=METHODS, batches=BATCHES) -> dict:
                 "method": m, "batch_size": batch, "name": best, "value": value,
                 "warmup": cfg["eps_warmup_epochs"] > 0, "val_worst": res[best]["val"]["worst"],
                 "val_clean": res[best]["val"]["clean"], "none_learned": not learned,
-                "at_edge_of_search": fld is not None and value in (min(_values(m, out, batch)),
-                                                                   max(_values(m, out, batch))),
+                "at_edge_of_search": fld is not None and value in (min(values), max(values)),
                 "candidates": {n: {"val_worst": res[n]["val"]["worst"], "val_clean": res[n]["val"]["clean"],
                                    "did_not_learn": res[n]["val"]["did_not_learn"],
                                    "collapsed": res[n]["collapse"]["collapsed"]} for n in names}}
@@ -391,15 +391,10 @@ def select(out: Path, scale: Scale, methods=METHODS, batches=BATCHES) -> dict:
 
 def extend_runs(selected: dict, scale: Scale, limit=None) -> dict:
     """name -> config of the edge-extension runs that selected.json asks for (grid runs: seed 0, grid budget)."""
-    runs = {}
-    for names in selected.get("extend", {}).values():
-        for n in names:
-            m, rest = n.split("-", 1)
-            fld, values, tag = SETTINGS[m]
-            value = next(v for v in EDGE[m] if rest.startswith(f"{tag}{v:g}-"))
-            warm, batch = n.endswith("-w1-b32") or n.endswith("-w1-b64"), int(n.rsplit("-b", 1)[1])
-            runs[n] = study_config(m, value, warm, batch, GRID_SEED, scale.grid_epochs[batch], scale, limit)
-    return runs
+    asked = {n for names in selected.get("extend", {}).values() for n in names}
+    return {setting_name(m, v, w, b): study_config(m, v, w, b, GRID_SEED, scale.grid_epochs[b], scale, limit)
+            for m, steps in EDGE.items() for v in steps for w in (False, True) for b in BATCHES
+            if setting_name(m, v, w, b) in asked}
 
 
 # --- the Markdown summary -------------------------------------------------------------------------------------------
@@ -420,6 +415,17 @@ def _agg(values, nd=1):
 FELL_POINTS = 20.0   # a probe that ends this many points under its peak fell, collapse verdict or not
 
 
+def _fell(c: dict) -> bool:
+    """A probe that ended FELL_POINTS or more under its peak, whether or not the collapse verdict fired."""
+    return c["peak"] is not None and c["final"] is not None and c["peak"] - c["final"] >= FELL_POINTS
+
+
+def _settled(sel: dict) -> dict:
+    """Chosen run name -> whether its choice is settled (False while its group waits for an edge step)."""
+    pending = set(sel.get("extend", {}))
+    return {c["name"]: g not in pending for g, c in sel.get("chosen", {}).items()}
+
+
 def _collapse_text(results: list) -> str:
     """Per seed: where the PGD probe collapsed (gl.diagnostics.collapse), or that it did not; a run without the
     verdict whose probe still ended far under its peak is said to have fallen (peak -> final), never hidden as 'no'."""
@@ -429,7 +435,7 @@ def _collapse_text(results: list) -> str:
         seed = r["config"]["seed"]
         if c["collapsed"]:
             parts.append(f"s{seed}: at {c['iteration']} ({_f(c['peak'], 0)} → {_f(c['final'], 0)})")
-        elif c["peak"] is not None and c["final"] is not None and c["peak"] - c["final"] >= FELL_POINTS:
+        elif _fell(c):
             parts.append(f"s{seed}: **fell** {_f(c['peak'], 0)} → {_f(c['final'], 0)} (not under 10 %)")
         else:
             parts.append(f"s{seed}: no (peak {_f(c['peak'], 0)}, final {_f(c['final'], 0)})")
@@ -484,9 +490,7 @@ def table(out: Path) -> str:
     grid_files = sorted((out / "grid").glob("*.json")) if (out / "grid").exists() else []
     if grid_files:
         sel = json.loads(sel_path.read_text()) if sel_path.exists() else {"chosen": {}}
-        pending = set(sel.get("extend", {}))
-        picked = {c["name"]: "best so far (one step beyond to run)" if g in pending else "**yes**"
-                  for g, c in sel["chosen"].items()}
+        picked = {n: "**yes**" if ok else "best so far (one step beyond to run)" for n, ok in _settled(sel).items()}
         lines += ["## Grid (reduced budget, seed 0), scored on validation images", "",
                   f"Rule: {sel.get('rule', 'not selected yet')}.", "",
                   "| run | val clean | val worst case | did not learn | collapse (PGD-10 probe) | chosen |",
@@ -540,16 +544,15 @@ def search_rows(out: Path) -> list:
     """The grid's runs (edge steps included) as rows for gl.plots.setting_search."""
     sel_path = out / "selected.json"
     sel = json.loads(sel_path.read_text()) if sel_path.exists() else {"chosen": {}}
-    final = {c["name"] for g, c in sel["chosen"].items() if g not in sel.get("extend", {})}
+    final = {n for n, ok in _settled(sel).items() if ok}
     rows = []
     for p in sorted((out / "grid").glob("*.json")) if (out / "grid").exists() else []:
         r = json.loads(p.read_text())
         cfg, c = r["config"], r["collapse"]
         fld = SETTINGS[cfg["method"]][0]
-        fell = c["peak"] is not None and c["final"] is not None and c["peak"] - c["final"] >= FELL_POINTS
         rows.append({"method": cfg["method"], "batch": cfg["batch_size"], "value": cfg[fld] if fld else None,
                      "warmup": cfg["eps_warmup_epochs"] > 0, "worst": r["val"]["worst"],
-                     "collapsed": bool(c["collapsed"] or fell), "did_not_learn": r["val"]["did_not_learn"],
+                     "collapsed": bool(c["collapsed"] or _fell(c)), "did_not_learn": r["val"]["did_not_learn"],
                      "chosen": r["name"] in final})
     return rows
 
@@ -557,14 +560,14 @@ def search_rows(out: Path) -> list:
 def write_search_figure(out: Path) -> Optional[Path]:
     """<out>/grid.html: the grid as a picture (offline, plotly inline), or nothing before the first grid run."""
     from gmreg_lab.views import plots
-    from gmreg_lab.views.report_figures import _write_html
+    from gmreg_lab.views.report_figures import write_html
 
     rows = search_rows(out)
     if not rows:
         return None
     fig = plots.setting_search(rows, title=f"validation worst case of every grid run, MNIST, eps {EPS} "
                                            "(✕ collapsed or fell, □ did not learn, ringed: chosen)")
-    return _write_html({"grid": fig}, "Issue 28 study: the grid",
+    return write_html({"grid": fig}, "Issue 28 study: the grid",
                        "Made by <code>python experiments/peers_study.py --table</code> from the grid's JSON files; "
                        "the numbers are in TABLE.md. One seed, the grid's reduced budget, validation images only.",
                        out / "grid.html")

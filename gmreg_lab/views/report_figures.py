@@ -46,13 +46,13 @@ def build_figures(summary: dict, histories: dict) -> dict:
 
 
 def write_figures(summary: dict, histories: dict, out) -> Path:
-    return _write_html(build_figures(summary, histories),
+    return write_html(build_figures(summary, histories),
                        f"{summary['dataset'].upper()} reproduction, scale {summary['scale']}",
                        "Made by <code>gmreg-lab reproduce</code>; numbers in TABLES.md and summary.json.",
                        Path(out) / "figures.html")
 
 
-def _write_html(figs: dict, title: str, note: str, path: Path) -> Path:
+def write_html(figs: dict, title: str, note: str, path: Path) -> Path:
     """One self-contained HTML page: plotly.js inline once (offline), then every figure."""
     parts = [f"<h1>{title}</h1>", f"<p>{note}</p>"]
     for i, (name, fig) in enumerate(figs.items()):
@@ -117,7 +117,7 @@ def build_suite_figures(summary: dict, histories: dict) -> dict:
 
 
 def write_suite_figures(summary: dict, histories: dict, out) -> Path:
-    return _write_html(build_suite_figures(summary, histories), "Single-step methods side by side",
+    return write_html(build_suite_figures(summary, histories), "Single-step methods side by side",
                        "Made by <code>gmreg-lab reproduce --suite peers</code>; numbers in SUITE.md and suite.json.",
                        Path(out) / "suite.html")
 
@@ -128,4 +128,4 @@ def write_audit_html(result: dict, title: str, path) -> Path:
                                           title=f"white-box accuracy at eps = {result['eps']:.4g}"),
             "checklist": plots.checklist_figure({title: result["checklist"]}, title="gradient-masking checklist")}
     verdict = "<br>".join(result["verdict"].splitlines())
-    return _write_html(figs, f"Gradient-masking audit: {title}", verdict, Path(path))
+    return write_html(figs, f"Gradient-masking audit: {title}", verdict, Path(path))
