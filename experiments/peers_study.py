@@ -390,8 +390,10 @@ def select(out: Path, scale: Scale, methods=METHODS, batches=BATCHES) -> dict:
 
 
 def extend_runs(selected: dict, scale: Scale, limit=None) -> dict:
-    """name -> config of the edge-extension runs that selected.json asks for (grid runs: seed 0, grid budget)."""
-    asked = {n for names in selected.get("extend", {}).values() for n in names}
+    """name -> config of the edge-extension runs that selected.json asks for (grid runs: seed 0, grid budget): those
+    under "extend", and an extension whose partner (the other warm-up) finished first, which puts its group back
+    under "incomplete" until it has run too."""
+    asked = {n for key in ("extend", "incomplete") for names in selected.get(key, {}).values() for n in names}
     return {setting_name(m, v, w, b): study_config(m, v, w, b, GRID_SEED, scale.grid_epochs[b], scale, limit)
             for m, steps in EDGE.items() for v in steps for w in (False, True) for b in BATCHES
             if setting_name(m, v, w, b) in asked}

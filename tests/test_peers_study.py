@@ -185,6 +185,11 @@ def test_a_best_setting_at_an_end_of_the_grid_asks_for_one_step_beyond_it(tmp_pa
         f"proposed-lam{up:g}-w0-b32": (up, False, 32, ps.GRID_SEED),
         f"proposed-lam{up:g}-w1-b32": (up, True, 32, ps.GRID_SEED)}
 
+    _fake_grid_run(tmp_path, "proposed", up, False, 32, 85.0)         # one extension finished, the other not yet
+    sel = ps.select(tmp_path, ps.FULL, ("proposed",), (32,))
+    assert "proposed-b32" not in sel["chosen"] and sel["incomplete"] == {"proposed-b32": [f"proposed-lam{up:g}-w1-b32"]}
+    assert list(ps.extend_runs(sel, ps.FULL)) == [f"proposed-lam{up:g}-w1-b32"]   # still asked for
+
     for warm in (False, True):                                        # the extension ran, and wins
         _fake_grid_run(tmp_path, "proposed", up, warm, 32, 85.0)
     sel = ps.select(tmp_path, ps.FULL, ("proposed",), (32,))
