@@ -94,6 +94,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import gmreg_lab as gl
 from gmreg_lab import paper
+from gmreg_lab.runners import peers_results
 from gmreg_lab.runners import report_tables as flags
 from gmreg_lab.runners import suite as suite_mod
 
@@ -414,18 +415,9 @@ def _agg(values, nd=1):
     return f"{statistics.mean(values):.{nd}f} [{min(values):.{nd}f}, {max(values):.{nd}f}]"
 
 
-FELL_POINTS = 20.0   # a probe that ends this many points under its peak fell, collapse verdict or not
-
-
-def _fell(c: dict) -> bool:
-    """A probe that ended FELL_POINTS or more under its peak, whether or not the collapse verdict fired."""
-    return c["peak"] is not None and c["final"] is not None and c["peak"] - c["final"] >= FELL_POINTS
-
-
-def _settled(sel: dict) -> dict:
-    """Chosen run name -> whether its choice is settled (False while its group waits for an edge step)."""
-    pending = set(sel.get("extend", {}))
-    return {c["name"]: g not in pending for g, c in sel.get("chosen", {}).items()}
+FELL_POINTS = peers_results.FELL_POINTS
+_fell = peers_results.fell          # a probe that ended FELL_POINTS or more under its peak
+_settled = peers_results.settled    # chosen run name -> whether its choice is settled
 
 
 def _collapse_text(results: list) -> str:
@@ -544,19 +536,7 @@ def table(out: Path) -> str:
 
 def search_rows(out: Path) -> list:
     """The grid's runs (edge steps included) as rows for gl.plots.setting_search."""
-    sel_path = out / "selected.json"
-    sel = json.loads(sel_path.read_text()) if sel_path.exists() else {"chosen": {}}
-    final = {n for n, ok in _settled(sel).items() if ok}
-    rows = []
-    for p in sorted((out / "grid").glob("*.json")) if (out / "grid").exists() else []:
-        r = json.loads(p.read_text())
-        cfg, c = r["config"], r["collapse"]
-        fld = SETTINGS[cfg["method"]][0]
-        rows.append({"method": cfg["method"], "batch": cfg["batch_size"], "value": cfg[fld] if fld else None,
-                     "warmup": cfg["eps_warmup_epochs"] > 0, "worst": r["val"]["worst"],
-                     "collapsed": bool(c["collapsed"] or _fell(c)), "did_not_learn": r["val"]["did_not_learn"],
-                     "chosen": r["name"] in final})
-    return rows
+    return peers_results.grid_rows(out)
 
 
 def write_search_figure(out: Path) -> Optional[Path]:
@@ -573,6 +553,25 @@ def write_search_figure(out: Path) -> Optional[Path]:
                        "Made by <code>python experiments/peers_study.py --table</code> from the grid's JSON files; "
                        "the numbers are in TABLE.md. One seed, the grid's reduced budget, validation images only.",
                        out / "grid.html")
+
+
+def write_final_figure(out: Path) -> Optional[Path]:
+    """<out>/final.html: every final and anchor run's robust accuracy per seed (gl.plots.seeds_comparison), or
+    nothing before the first of them finished."""
+    from gmreg_lab.views import plots
+    from gmreg_lab.views.report_figures import write_html
+
+    rows, published = peers_results.comparison_rows(out)
+    if not rows:
+        return None
+    n = sorted({r["images"] for r in rows})
+    fig = plots.seeds_comparison(rows, published=published, published_label="published (AutoAttack, full test set)",
+                                 title=f"robust accuracy (lower of ours and torchattacks' APGD-CE + APGD-T worst case)"
+                                       f", first {'/'.join(map(str, n))} MNIST test images, eps {EPS}")
+    status = peers_results.progress_line(peers_results.progress(out))
+    return write_html({"final": fig}, "Issue 28 study: the final comparison",
+                      "Made by <code>python experiments/peers_study.py --table</code> from the final and anchor JSON "
+                      f"files; the numbers are in TABLE.md. Study {status}.", out / "final.html")
 
 
 # --- command line ---------------------------------------------------------------------------------------------------
@@ -665,6 +664,7 @@ def main(argv=None) -> int:
         if out.exists():
             gl.runs.atomic_write_text(out / "TABLE.md", text)
             write_search_figure(out)
+            write_final_figure(out)
         if a.table:
             print(text)
     return 0

@@ -5,7 +5,7 @@ Three layers, one folder each; imports only go down (tests/test_codebase.py chec
 - ``gmreg_lab/`` -- the paper's science: data, models, attacks, losses, training, evaluate, diagnostics, landscape,
   autoattack, runs, runtime, config, errors, paper, fixtures. Needs torch, never plotly or ipywidgets.
 - ``gmreg_lab/runners/`` -- experiments built on the science: reproduce, suite, jobs, bench, audit, course, the run
-  cache and the report tables.
+  cache, the report tables and the peers study's reader.
 - ``gmreg_lab/views/`` -- what a person looks at or types into: plots, report_figures, widgets, the notebook helpers
   ``lab`` and the command line ``cli``.
 
@@ -28,8 +28,8 @@ from .training import TrainResult, train
 
 __version__ = "0.1.0"
 # the modules outside the science folder, by the folder that holds them (imported on first use)
-HOMES = {**{m: "runners" for m in ("audit", "bench", "cache", "course", "course_plan", "jobs", "report_tables",
-                                   "reproduce", "suite")},
+HOMES = {**{m: "runners" for m in ("audit", "bench", "cache", "course", "course_plan", "jobs", "peers_results",
+                                   "report_tables", "reproduce", "suite")},
          **{m: "views" for m in ("cli", "lab", "plots", "report_figures", "widgets")}}
 __all__ = ["TrainConfig", "GmregError", "TrainResult", "train", "load_model", "parse_attacks", "sweep",
            "transfer", "attacks", "autoattack", "config", "data", "diagnostics", "errors", "evaluate", "fixtures",

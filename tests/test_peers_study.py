@@ -114,6 +114,8 @@ def test_dry_run_of_every_stage(tmp_path, one_thread, monkeypatch, capsys):
     assert len(rows) == len(list((out / "grid").glob("*.json"))) == 8 and sum(r["chosen"] for r in rows) == 2
     page = (out / "grid.html").read_text()
     assert len(page) > 100_000 and "Issue 28 study: the grid" in page
+    final_page = (out / "final.html").read_text()
+    assert "Issue 28 study: the final comparison" in final_page and "published (AutoAttack" in final_page
     assert "## Grid" in text and "## Final" in text and "## Anchor" in text and "82.93" in text
     assert "## ε warm-up check" in text and "| 32 | off | s1: " in text and "| 32 | on | s1: " in text
 

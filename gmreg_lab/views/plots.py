@@ -447,6 +447,70 @@ def setting_search(rows: Sequence[Mapping], *, title: str = "") -> go.Figure:
                    height=300 * len(batches) + 120)
 
 
+def seeds_comparison(rows: Sequence[Mapping], *, published: Optional[Mapping[str, float]] = None,
+                     published_label: str = "published", title: str = "",
+                     yaxis: str = "robust accuracy (%)") -> go.Figure:
+    """Methods compared over seeds: one panel per ``group`` (e.g. a batch size), one category per ``label`` (a method
+    at its setting); each seed's robust accuracy a dot (a cross when its run collapsed or fell), its clean accuracy a
+    small grey diamond, the mean over the seeds that learned a dash; a run that did not learn is a hollow square at
+    0, never a robust accuracy. ``published``: label -> a published number, drawn as a star (``published_label`` in
+    the legend).
+
+    ``rows``: ``{"group", "label", "seed", "robust", "clean", "did_not_learn", "collapsed"}`` each (``robust`` None
+    for a run that did not learn)."""
+    if not rows:
+        raise GmregError("no results to compare")
+    groups = list(dict.fromkeys(r["group"] for r in rows))
+    published = dict(published or {})
+    fig = make_subplots(rows=1, cols=len(groups), shared_yaxes=True, horizontal_spacing=0.04,
+                        subplot_titles=[str(g) for g in groups],
+                        column_widths=[max(1, len({r["label"] for r in rows if r["group"] == g})) for g in groups])
+    shown = set()
+
+    def legend(name):
+        first = name not in shown
+        shown.add(name)
+        return dict(name=name, legendgroup=name, showlegend=first)
+
+    for j, g in enumerate(groups, 1):
+        cell = [r for r in rows if r["group"] == g]
+        labels = list(dict.fromkeys(r["label"] for r in cell))
+        learned = [r for r in cell if not r["did_not_learn"] and r["robust"] is not None]
+        ok = [r for r in learned if not r.get("collapsed")]
+        down = [r for r in learned if r.get("collapsed")]
+        dead = [r for r in cell if r["did_not_learn"] or r["robust"] is None]
+        for pts, name, sym, color in ((ok, "robust, one seed", "circle", PALETTE[0]),
+                                      (down, "robust, one seed (collapsed or fell)", "x", PALETTE[1]),
+                                      (dead, "did not learn (no robust number)", "square-open", "#868e96")):
+            if pts:
+                fig.add_trace(go.Scatter(
+                    x=[r["label"] for r in pts], y=[0.0 if r in dead else r["robust"] for r in pts], mode="markers",
+                    marker=dict(symbol=sym, size=11, color=color, line=dict(width=2, color=color)),
+                    text=[f"seed {r['seed']}" for r in pts], **legend(name),
+                    hovertemplate="%{x}, %{text}: %{y:.1f} %<extra></extra>"), row=1, col=j)
+        fig.add_trace(go.Scatter(x=[r["label"] for r in cell], y=[r["clean"] for r in cell], mode="markers",
+                                 marker=dict(symbol="diamond", size=7, color="#adb5bd"),
+                                 text=[f"seed {r['seed']}" for r in cell], **legend("clean, one seed"),
+                                 hovertemplate="%{x}, %{text}: clean %{y:.1f} %<extra></extra>"), row=1, col=j)
+        means = {lab: [r["robust"] for r in learned if r["label"] == lab] for lab in labels}
+        means = {lab: sum(v) / len(v) for lab, v in means.items() if v}
+        if means:
+            fig.add_trace(go.Scatter(x=list(means), y=list(means.values()), mode="markers",
+                                     marker=dict(symbol="line-ew", size=34, line=dict(width=3, color="#212529")),
+                                     **legend("mean over the seeds that learned"),
+                                     hovertemplate="%{x}: mean %{y:.1f} %<extra></extra>"), row=1, col=j)
+        pub = {lab: v for lab, v in published.items() if lab in labels}
+        if pub:
+            fig.add_trace(go.Scatter(x=list(pub), y=list(pub.values()), mode="markers",
+                                     marker=dict(symbol="star", size=14, color=PALETTE[5]), **legend(published_label),
+                                     hovertemplate="%{x}: published %{y:.2f} %<extra></extra>"), row=1, col=j)
+        fig.update_xaxes(type="category", categoryorder="array", categoryarray=labels, row=1, col=j)
+    fig.update_yaxes(range=[-4, 102])
+    fig.update_yaxes(title_text=yaxis, col=1)
+    _layout(fig, title or "methods over seeds", height=480)
+    return fig.update_layout(margin=dict(l=60, r=20, t=70, b=150), legend=dict(y=-0.32))
+
+
 def image_grid(images, titles: Optional[Sequence[str]] = None, *, cols: int = 6, title: str = "") -> go.Figure:
     """A grid of images (a batch NCHW in [0, 1]), e.g. clean images above their adversaries."""
     imgs = [_image(images[i]) for i in range(len(images))]

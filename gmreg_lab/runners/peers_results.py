@@ -1,0 +1,185 @@
+"""Reading a finished (or running) peers study folder -- the one ``experiments/peers_study.py`` writes -- into plain
+rows for tables, figures and notebook 07. Nothing here trains or attacks; it reads the JSON files each finished run
+wrote and never a run directory.
+
+Folder layout: ``grid/<name>.json`` (validation scores at the grid's budget), ``warmup/<name>-s<seed>.json``,
+``final/<name>-s<seed>.json`` and ``anchor/wong-s<seed>.json`` (test scores), ``selected.json`` (the choice per
+method and batch size) and ``study.json`` (the study's scale).
+"""
+from __future__ import annotations
+
+import json
+import statistics
+from pathlib import Path
+from typing import Optional
+
+from ..errors import GmregError
+
+# method -> the TrainConfig field of its key setting (None: FGSM-AT has none); experiments/peers_study.py's SETTINGS
+# agree (tested)
+SETTING_FIELD = {"fgsm": None, "proposed": "lam", "fgsm_rs": "rs_step", "nfgsm": "nfgsm_k", "gradalign": "align_lam"}
+SETTING_SYMBOL = {"proposed": "λ", "fgsm_rs": "α/ε", "nfgsm": "k", "gradalign": "λ"}
+METHOD_NAMES = {"fgsm": "FGSM-AT", "proposed": "proposed", "fgsm_rs": "FGSM-RS", "nfgsm": "N-FGSM",
+                "gradalign": "GradAlign", "anchor": "Wong et al.'s recipe (anchor)"}
+FELL_POINTS = 20.0   # a probe that ends this many points under its peak fell, collapse verdict or not
+
+
+def fell(c: dict) -> bool:
+    """A probe that ended FELL_POINTS or more under its peak, whether or not the collapse verdict fired."""
+    return c.get("peak") is not None and c.get("final") is not None and c["peak"] - c["final"] >= FELL_POINTS
+
+
+def settled(sel: dict) -> dict:
+    """Chosen run name -> whether its choice is settled (False while its group waits for an edge step)."""
+    pending = set(sel.get("extend", {}))
+    return {c["name"]: g not in pending for g, c in sel.get("chosen", {}).items()}
+
+
+def _read(folder: Path, stage: str) -> list:
+    d = folder / stage
+    out = []
+    for p in sorted(d.glob("*.json")) if d.exists() else []:
+        try:
+            out.append(json.loads(p.read_text()))
+        except (OSError, json.JSONDecodeError) as e:
+            raise GmregError(f"{p}: not a readable study result ({e})") from None
+    return out
+
+
+def _check(folder) -> Path:
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise GmregError(f"{folder}: no peers study here (run experiments/peers_study.py, or give its --out folder)")
+    return folder
+
+
+def selected(folder) -> dict:
+    p = _check(folder) / "selected.json"
+    return json.loads(p.read_text()) if p.exists() else {"chosen": {}, "incomplete": {}, "extend": {}}
+
+
+def _setting(cfg: dict):
+    fld = SETTING_FIELD.get(cfg["method"])
+    return cfg.get(fld) if fld else None
+
+
+def setting_label(method: str, value, warmup: bool, sep: str = ", ") -> str:
+    """'λ = 10, ε warm-up' / 'no warm-up' -- a chosen setting in words (``sep`` between its two parts)."""
+    s = "" if value is None else f"{SETTING_SYMBOL.get(method, 'value')} = {value:g}{sep}"
+    return s + ("ε warm-up" if warmup else "no warm-up")
+
+
+def grid_rows(folder) -> list:
+    """The grid's runs (edge steps included), as rows for ``gl.plots.setting_search``."""
+    folder = _check(folder)
+    final = {n for n, ok in settled(selected(folder)).items() if ok}
+    rows = []
+    for r in _read(folder, "grid"):
+        cfg, c = r["config"], r["collapse"]
+        rows.append({"method": cfg["method"], "batch": cfg["batch_size"], "value": _setting(cfg),
+                     "warmup": cfg["eps_warmup_epochs"] > 0, "worst": r["val"]["worst"],
+                     "clean": r["val"]["clean"], "collapsed": bool(c["collapsed"] or fell(c)),
+                     "did_not_learn": r["val"]["did_not_learn"], "chosen": r["name"] in final, "name": r["name"]})
+    return rows
+
+
+def test_rows(folder, stage: str = "final") -> list:
+    """One row per finished run of ``stage`` ("final" or "anchor"), test images: method (``"anchor"`` for the
+    anchor), batch, setting value, warm-up, seed, clean, PGD-50x10, the two APGD worst cases, ``robust`` (the
+    lower of those), the logit distance, did_not_learn, collapse (verdict, iteration, peak, final, fell). ``robust``
+    is None for a run that did not learn: its accuracy under attack is not robustness."""
+    if stage not in ("final", "anchor"):
+        raise GmregError(f"stage {stage!r}: the test numbers are in 'final' or 'anchor'")
+    rows = []
+    for r in _read(_check(folder), stage):
+        cfg, t, c = r["config"], r["test"], r["collapse"]
+        dead = bool(t["did_not_learn"])
+        rows.append({"method": "anchor" if stage == "anchor" else cfg["method"], "batch": cfg["batch_size"],
+                     "value": _setting(cfg), "warmup": cfg["eps_warmup_epochs"] > 0, "seed": cfg["seed"],
+                     "name": r["name"], "images": t["images"], "clean": t["clean"],
+                     "pgd": None if dead else t["pgd"], "apgd_ours": None if dead else t["apgd_worst_ours"],
+                     "apgd_torchattacks": None if dead else t["apgd_worst_torchattacks"],
+                     "robust": None if dead else t["robust"], "logit_dist": t.get("logit_dist"),
+                     "did_not_learn": dead, "collapsed": bool(c["collapsed"]), "collapse_iteration": c["iteration"],
+                     "peak": c["peak"], "final_probe": c["final"], "fell": fell(c), "cpu": r.get("cpu"),
+                     "train_seconds": r.get("train_seconds"), "iterations": r.get("iterations")})
+    return rows
+
+
+def summary(rows: list) -> list:
+    """Per (method, batch, value, warm-up): seeds, mean / min / max of clean and robust accuracy over the seeds
+    that learned, how many did not learn, how many collapsed or fell. Sorted by method, then batch."""
+    groups: dict = {}
+    for r in rows:
+        groups.setdefault((r["method"], r["batch"], r["value"], r["warmup"]), []).append(r)
+    out = []
+    for (m, b, v, w), rs in groups.items():
+        learned = [r["robust"] for r in rs if r["robust"] is not None]
+        out.append({"method": m, "batch": b, "value": v, "warmup": w, "seeds": sorted(r["seed"] for r in rs),
+                    "clean_mean": statistics.mean(r["clean"] for r in rs),
+                    "robust_mean": statistics.mean(learned) if learned else None,
+                    "robust_min": min(learned) if learned else None,
+                    "robust_max": max(learned) if learned else None,
+                    "did_not_learn": sum(r["did_not_learn"] for r in rs),
+                    "collapsed_or_fell": sum(r["collapsed"] or r["fell"] for r in rs)})
+    order = list(METHOD_NAMES)
+    return sorted(out, key=lambda s: (order.index(s["method"]) if s["method"] in order else 99, s["batch"]))
+
+
+def progress(folder) -> dict:
+    """What the study has finished and what it still waits for: counts per stage, the groups still unselected,
+    the final runs expected (selected groups x seeds) and those finished."""
+    folder = _check(folder)
+    sel = selected(folder)
+    study = json.loads((folder / "study.json").read_text()) if (folder / "study.json").exists() else {}
+    seeds = study.get("seeds", [0, 1])
+    groups = {f"{m}-b{b}" for m in SETTING_FIELD for b in study.get("batches", [32, 64])}
+    final = {r["name"] for r in _read(folder, "final")}
+    expected = {f"{c['name']}-s{s}" for c in sel.get("chosen", {}).values() for s in seeds}
+    return {"grid": len(_read(folder, "grid")), "warmup": len(_read(folder, "warmup")),
+            "anchor": len(_read(folder, "anchor")), "final": len(final),
+            "groups": len(groups), "groups_selected": len(sel.get("chosen", {})),
+            "groups_waiting": sorted(set(sel.get("incomplete", {})) | set(sel.get("extend", {}))),
+            "final_expected": len(groups) * len(seeds), "final_missing_of_selected": sorted(expected - final),
+            "complete": len(final) >= len(groups) * len(seeds) and expected <= final}
+
+
+def progress_line(p: dict) -> str:
+    """progress() in one sentence."""
+    if p["complete"]:
+        return f"complete: all {p['final']} final runs finished"
+    return (f"in progress: {p['final']} of {p['final_expected']} final runs finished; settings chosen for "
+            f"{p['groups_selected']} of {p['groups']} method/batch groups" +
+            (f" (waiting: {', '.join(p['groups_waiting'])})" if p["groups_waiting"] else "") +
+            f"; {p['grid']} grid runs, {p['anchor']} anchor seeds")
+
+
+def published_anchor() -> dict:
+    """Wong et al.'s published MNIST numbers (gmreg_lab.paper.WONG_MNIST_REPORTED)."""
+    from .. import paper
+    return dict(paper.WONG_MNIST_REPORTED)
+
+
+def best(summary_rows: list, batch: Optional[int] = None) -> Optional[dict]:
+    """The summary row with the highest mean robust accuracy (at ``batch`` if given), among those that learned."""
+    pool = [s for s in summary_rows if s["robust_mean"] is not None and s["method"] != "anchor"
+            and (batch is None or s["batch"] == batch)]
+    return max(pool, key=lambda s: s["robust_mean"]) if pool else None
+
+
+def comparison_rows(folder, anchor: bool = True) -> tuple:
+    """(rows, published) for ``gl.plots.seeds_comparison``: the final runs grouped by batch size, each method at its
+    chosen setting, and (``anchor``) the anchor's seeds beside Wong et al.'s published AutoAttack number."""
+    rows = test_rows(folder, "final") + (test_rows(folder, "anchor") if anchor else [])
+    out, published = [], {}
+    for r in rows:
+        if r["method"] == "anchor":
+            group, label = "anchor", f"Wong et al.'s<br>FGSM-RS recipe<br>(their CNN, batch {r['batch']})"
+            published[label] = published_anchor()["autoattack"]
+        else:
+            group = f"batch {r['batch']}"
+            label = f"{METHOD_NAMES[r['method']]}<br>{setting_label(r['method'], r['value'], r['warmup'], '<br>')}"
+        out.append({**r, "group": group, "label": label, "collapsed": r["collapsed"] or r["fell"]})
+    order = list(METHOD_NAMES)
+    out.sort(key=lambda r: (r["method"] == "anchor", r["batch"], order.index(r["method"]), r["seed"]))
+    return out, published
