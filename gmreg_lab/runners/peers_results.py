@@ -18,7 +18,7 @@ from ..errors import GmregError
 # method -> the TrainConfig field of its key setting (None: FGSM-AT has none); experiments/peers_study.py's SETTINGS
 # agree (tested)
 SETTING_FIELD = {"fgsm": None, "proposed": "lam", "fgsm_rs": "rs_step", "nfgsm": "nfgsm_k", "gradalign": "align_lam"}
-SETTING_SYMBOL = {"proposed": "λ", "fgsm_rs": "α/ε", "nfgsm": "k", "gradalign": "λ"}
+SETTING_SYMBOL = {"proposed": "λ", "fgsm_rs": "α/ε", "nfgsm": "k", "gradalign": "λ", "anchor": "α/ε"}
 METHOD_NAMES = {"fgsm": "FGSM-AT", "proposed": "proposed", "fgsm_rs": "FGSM-RS", "nfgsm": "N-FGSM",
                 "gradalign": "GradAlign", "anchor": "Wong et al.'s recipe (anchor)"}
 FELL_POINTS = 20.0   # a probe that ends this many points under its peak fell, collapse verdict or not
