@@ -531,7 +531,30 @@ def table(out: Path) -> str:
                           f"(fp32, one thread per run, on {' and '.join(cpus)}; other work shared the machine, so "
                           "this is not a speed measurement)."]
         lines.append("")
+    lines += _time_section(out)
     return "\n".join(lines) + "\n"
+
+
+def _time_section(out: Path) -> list:
+    """Markdown: per stage, the finished runs' training time and (final, anchor) test-evaluation time, summed (each
+    run's own wall-clock time), with the CPUs they ran on."""
+    rows = []
+    for stage in ("grid", "warmup", "final", "anchor"):
+        rs = [json.loads(p.read_text()) for p in sorted((out / stage).glob("*.json"))] if (out / stage).exists() else []
+        if not rs:
+            continue
+        train = sum(r.get("train_seconds") or 0 for r in rs) / 3600
+        ev = sum((r.get("test") or {}).get("eval_seconds") or 0 for r in rs) / 3600
+        cpus = sorted({r["cpu"] for r in rs if r.get("cpu")})
+        rows.append(f"| {stage} | {len(rs)} | {train:.1f} | {_f(ev) if ev else '—'} | {'; '.join(cpus)} |")
+    if not rows:
+        return []
+    return ["## Time taken (finished runs, one thread each)", "",
+            "| stage | runs | training (hours) | test evaluation (hours) | CPUs |", "|---|---|---|---|---|",
+            *rows, "", "Each run's own wall-clock time, summed over runs. Two to six runs shared the two cores at the "
+            "lowest priority beside other work, so a run's time overstates what it costs alone, and the sum is not "
+            "the study's wall time. Grid and warm-up runs also spend 1-2 minutes each scoring validation images "
+            "(not counted).", ""]
 
 
 def search_rows(out: Path) -> list:

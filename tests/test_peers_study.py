@@ -117,6 +117,7 @@ def test_dry_run_of_every_stage(tmp_path, one_thread, monkeypatch, capsys):
     final_page = (out / "final.html").read_text()
     assert "Issue 28 study: the final comparison" in final_page and "published (AutoAttack" in final_page
     assert "## Grid" in text and "## Final" in text and "## Anchor" in text and "82.93" in text
+    assert "## Time taken" in text and "| grid | 8 |" in text
     assert "## ε warm-up check" in text and "| 32 | off | s1: " in text and "| 32 | on | s1: " in text
 
     assert ps.main(["--stage", "grid", *common]) == 0                     # cached: nothing recomputed
