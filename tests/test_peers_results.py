@@ -78,6 +78,13 @@ def test_rows_summary_and_progress_of_a_half_done_study(study):
     assert p["groups_waiting"] == ["nfgsm-b32"] and not p["complete"] and p["final_missing_of_selected"] == []
     assert "4 of 20 final runs" in pr.progress_line(p) and "nfgsm-b32" in pr.progress_line(p)
 
+    sel = json.loads((study / "selected.json").read_text())       # a best at the edge of its grid: not settled yet
+    sel["extend"] = {"proposed-b32": ["proposed-lam20-w0-b32", "proposed-lam20-w1-b32"]}
+    (study / "selected.json").write_text(json.dumps(sel))
+    p = pr.progress(study)
+    assert p["groups_selected"] == 1 and p["groups_waiting"] == ["nfgsm-b32", "proposed-b32"]
+    assert not {r["name"]: r for r in pr.grid_rows(study)}["proposed-lam10-w1-b32"]["chosen"], "not ringed while it waits"
+
 
 def test_comparison_figure_draws_each_seed_where_its_numbers_put_it(study):
     rows, published = pr.comparison_rows(study)

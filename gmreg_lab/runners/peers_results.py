@@ -135,10 +135,11 @@ def progress(folder) -> dict:
     seeds = study.get("seeds", [0, 1])
     groups = {f"{m}-b{b}" for m in SETTING_FIELD for b in study.get("batches", [32, 64])}
     final = {r["name"] for r in _read(folder, "final")}
-    expected = {f"{c['name']}-s{s}" for c in sel.get("chosen", {}).values() for s in seeds}
+    expected = {f"{name}-s{s}" for name, ok in settled(sel).items() if ok for s in seeds}
     return {"grid": len(_read(folder, "grid")), "warmup": len(_read(folder, "warmup")),
             "anchor": len(_read(folder, "anchor")), "final": len(final),
-            "groups": len(groups), "groups_selected": len(sel.get("chosen", {})),
+            "groups": len(groups),
+            "groups_selected": len(set(sel.get("chosen", {})) - set(sel.get("extend", {}))),   # settled choices
             "groups_waiting": sorted(set(sel.get("incomplete", {})) | set(sel.get("extend", {}))),
             "final_expected": len(groups) * len(seeds), "final_missing_of_selected": sorted(expected - final),
             "complete": len(final) >= len(groups) * len(seeds) and expected <= final}
@@ -151,7 +152,7 @@ def progress_line(p: dict) -> str:
     return (f"in progress: {p['final']} of {p['final_expected']} final runs finished; settings chosen for "
             f"{p['groups_selected']} of {p['groups']} method/batch groups" +
             (f" (waiting: {', '.join(p['groups_waiting'])})" if p["groups_waiting"] else "") +
-            f"; {p['grid']} grid runs, {p['anchor']} anchor seeds")
+            f"; {p['grid']} grid runs (edge steps included), {p['anchor']} anchor seeds")
 
 
 def published_anchor() -> dict:
