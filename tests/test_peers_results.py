@@ -83,7 +83,8 @@ def test_rows_summary_and_progress_of_a_half_done_study(study):
     (study / "selected.json").write_text(json.dumps(sel))
     p = pr.progress(study)
     assert p["groups_selected"] == 1 and p["groups_waiting"] == ["nfgsm-b32", "proposed-b32"]
-    assert not {r["name"]: r for r in pr.grid_rows(study)}["proposed-lam10-w1-b32"]["chosen"], "not ringed while it waits"
+    rows = {r["name"]: r for r in pr.grid_rows(study)}
+    assert not rows["proposed-lam10-w1-b32"]["chosen"], "not ringed while its group waits"
 
 
 def test_comparison_figure_draws_each_seed_where_its_numbers_put_it(study):
