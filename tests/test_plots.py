@@ -223,5 +223,7 @@ def test_setting_search_draws_every_run_where_its_method_batch_and_value_put_it(
     assert list(on[0].marker.size) == [10, 10, 15], "the chosen run stands out"
     crossed = [t for t in fig.data if t.showlegend is False and len(t.x) and t.x[0] == "—"]
     assert len(crossed) == 1 and list(crossed[0].marker.symbol) == ["x"] and crossed[0].y[0] == 0.0
+    titles = [a.text for a in plots.setting_search(rows, names={"fgsm": "FGSM-AT"}).layout.annotations]
+    assert "FGSM-AT, batch 64" in titles and "proposed, batch 32" in titles
     with pytest.raises(GmregError):
         plots.setting_search([])

@@ -407,19 +407,20 @@ def adversarial_panel(x, x_adv, probs_clean, probs_adv, *, eps: float, classes: 
     return _layout(fig, head, height=340)
 
 
-def setting_search(rows: Sequence[Mapping], *, title: str = "") -> go.Figure:
+def setting_search(rows: Sequence[Mapping], *, title: str = "", names: Optional[Mapping[str, str]] = None) -> go.Figure:
     """A hyper-parameter search as a picture: one panel per method (columns) and batch size (rows), the setting's
     value on the x axis (as a category), its validation worst case (%) on the y axis, warm-up off and on as two
     colours; a run that collapsed or fell is a cross, one that did not learn a hollow square, the chosen one ringed.
 
     ``rows``: ``{"method", "batch", "value", "warmup", "worst", "collapsed", "did_not_learn", "chosen"}`` each
-    (``value`` None for a method without a setting)."""
+    (``value`` None for a method without a setting); ``names``: method -> the name its panels show."""
     if not rows:
         raise GmregError("no search results to show")
     methods = list(dict.fromkeys(r["method"] for r in rows))
     batches = sorted({r["batch"] for r in rows})
     fig = make_subplots(rows=len(batches), cols=len(methods), shared_yaxes=True, horizontal_spacing=0.03,
-                        vertical_spacing=0.16, subplot_titles=[f"{m}, batch {b}" for b in batches for m in methods])
+                        vertical_spacing=0.16, subplot_titles=[f"{(names or {}).get(m, m)}, batch {b}" for b in batches
+                                        for m in methods])
     for i, b in enumerate(batches, 1):
         for j, m in enumerate(methods, 1):
             cell = [r for r in rows if r["method"] == m and r["batch"] == b]
