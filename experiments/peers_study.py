@@ -28,7 +28,9 @@ Stages
   extend  when a method's best setting at a batch size lies at an end of its grid, one step beyond that end (EDGE:
           proposed lambda 1 / 20, FGSM-RS 0.75 / 1.5, N-FGSM k 0.25 / 4, GradAlign lambda 0.03 / 3), both warm-ups,
           at the grid's budget; `select` lists these runs in selected.json, `extend` runs them, `select` again
-          chooses among all; `final` leaves out a group while its step is still asked for. One step only.
+          chooses among all; `final` leaves out a group while its step is still asked for. One step only. A best
+          value tied with another (the tie rule picks the earlier) asks for the step beyond every tied value that
+          lies at an end of the grid.
   warmup  issue 28, item 1: the paper's lambda (5) of the proposed method without and with the eps warm-up, at both
           batch sizes, for more seeds (default 1; seed 0 is the grid's run), at the grid's budget, scored on
           validation images like the grid: 4 runs per seed. Whether the warm-up should become the default for the
@@ -370,7 +372,12 @@ def select(out: Path, scale: Scale, methods=METHODS, batches=BATCHES) -> dict:
             cfg = res[best]["config"]
             fld = SETTINGS[m][0]
             value = cfg[fld] if fld else None
-            todo = extension_runs(m, value, batch, out)
+            # a best value tied with another value (the tie rule picks the earlier): each tied value at an end of
+            # the grid gets its step beyond, so that a tie never hides an edge (added 2026-12-03, FGSM-RS b32)
+            tied = {res[n]["config"][fld] for n in pool if res[n]["val"]["worst"] == res[best]["val"]["worst"]} \
+                if fld else {None}
+            todo = [r for v in sorted(tied, key=lambda v: (v is not None, v or 0))
+                    for r in extension_runs(m, v, batch, out)]
             if todo:
                 extend[f"{m}-b{batch}"] = todo
             chosen[f"{m}-b{batch}"] = {

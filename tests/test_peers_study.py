@@ -74,9 +74,13 @@ def test_dry_run_of_every_stage(tmp_path, one_thread, monkeypatch, capsys):
     sel = json.loads((out / "selected.json").read_text())
     assert set(sel["chosen"]) == {"fgsm-b32", "fgsm_rs-b32"} and "validation" in sel["rule"]
     assert all(c["name"] in grid for c in sel["chosen"].values())
-    # FGSM-RS's grid has two values, so its best is at an end: one step beyond it first, and final waits for it
-    side = ps.EDGE["fgsm_rs"][0] if sel["chosen"]["fgsm_rs-b32"]["value"] == 1.0 else ps.EDGE["fgsm_rs"][1]
-    assert sel["extend"] == {"fgsm_rs-b32": [f"fgsm_rs-rs{side:g}-w0-b32", f"fgsm_rs-rs{side:g}-w1-b32"]}
+    # FGSM-RS's grid has two values, so its best is at an end: one step beyond it first (beyond both ends when the
+    # two values tie), and final waits for it
+    c = sel["chosen"]["fgsm_rs-b32"]
+    tied = {grid[n]["config"]["rs_step"] for n, v in c["candidates"].items() if v["val_worst"] == c["val_worst"]}
+    sides = [ps.EDGE["fgsm_rs"][0 if v == 1.0 else 1] for v in sorted(tied)]
+    side = sides[0]
+    assert sel["extend"] == {"fgsm_rs-b32": [f"fgsm_rs-rs{v:g}-w{w}-b32" for v in sides for w in (0, 1)]}
     assert ps.main(["--stage", "final", *common, "--seeds", "0"]) == 0          # only the groups that are final
     assert sorted(p.stem for p in (out / "final").glob("*.json")) == ["fgsm-w0-b32-s0"] or \
         sorted(p.stem for p in (out / "final").glob("*.json")) == ["fgsm-w1-b32-s0"]
@@ -87,7 +91,7 @@ def test_dry_run_of_every_stage(tmp_path, one_thread, monkeypatch, capsys):
     assert ext["code"]["source_sha256"] and "git_commit" in ext["code"]
     assert ps.main(["--stage", "select", *common]) == 0
     sel = json.loads((out / "selected.json").read_text())
-    assert sel["extend"] == {} and len(sel["chosen"]["fgsm_rs-b32"]["candidates"]) == 6
+    assert sel["extend"] == {} and len(sel["chosen"]["fgsm_rs-b32"]["candidates"]) == 4 + 2 * len(sides)
 
     assert ps.main(["--stage", "final", *common, "--seeds", "0,1"]) == 0
     final = {p.stem: json.loads(p.read_text()) for p in (out / "final").glob("*.json")}
@@ -111,13 +115,14 @@ def test_dry_run_of_every_stage(tmp_path, one_thread, monkeypatch, capsys):
     assert ps.main(["--table", "--out", str(out)]) == 0
     text = (out / "TABLE.md").read_text()
     rows = ps.search_rows(out)
-    assert len(rows) == len(list((out / "grid").glob("*.json"))) == 8 and sum(r["chosen"] for r in rows) == 2
+    n_grid = 6 + 2 * len(sides)
+    assert len(rows) == len(list((out / "grid").glob("*.json"))) == n_grid and sum(r["chosen"] for r in rows) == 2
     page = (out / "grid.html").read_text()
     assert len(page) > 100_000 and "Issue 28 study: the grid" in page
     final_page = (out / "final.html").read_text()
     assert "Issue 28 study: the final comparison" in final_page and "published (AutoAttack" in final_page
     assert "## Grid" in text and "## Final" in text and "## Anchor" in text and "82.93" in text
-    assert "## Time taken" in text and "| grid | 8 |" in text
+    assert "## Time taken" in text and f"| grid | {n_grid} |" in text
     assert "## ε warm-up check" in text and "| 32 | off | s1: " in text and "| 32 | on | s1: " in text
 
     assert ps.main(["--stage", "grid", *common]) == 0                     # cached: nothing recomputed
@@ -202,3 +207,21 @@ def test_a_best_setting_at_an_end_of_the_grid_asks_for_one_step_beyond_it(tmp_pa
     assert ps.table(tmp_path).count("**yes**") == 1
     assert ps.extension_runs("proposed", up, 32, tmp_path) == []      # never a second step
     assert ps.extension_runs("fgsm", None, 32, tmp_path) == []        # FGSM-AT has no setting to search
+
+
+def test_a_tie_between_both_ends_of_the_grid_asks_for_a_step_beyond_each(tmp_path):
+    """FGSM-RS at batch 32 tied at 73.0 between step 1.0 and 1.25 (both ends of its grid): the tie rule picks 1.0,
+    and both steps beyond (0.75 and 1.5) are asked for, not only the one beside the pick."""
+    lo, hi = ps.SETTINGS["fgsm_rs"][1]
+    for v, warm, worst in ((lo, False, 51.2), (lo, True, 73.0), (hi, False, 37.7), (hi, True, 73.0)):
+        _fake_grid_run(tmp_path, "fgsm_rs", v, warm, 32, worst)
+    sel = ps.select(tmp_path, ps.FULL, ("fgsm_rs",), (32,))
+    down, up = ps.EDGE["fgsm_rs"]
+    assert sel["chosen"]["fgsm_rs-b32"]["value"] == lo
+    assert sel["extend"] == {"fgsm_rs-b32": [f"fgsm_rs-rs{down:g}-w0-b32", f"fgsm_rs-rs{down:g}-w1-b32",
+                                              f"fgsm_rs-rs{up:g}-w0-b32", f"fgsm_rs-rs{up:g}-w1-b32"]}
+    for v in (down, up):
+        for warm in (False, True):
+            _fake_grid_run(tmp_path, "fgsm_rs", v, warm, 32, 60.0)
+    sel = ps.select(tmp_path, ps.FULL, ("fgsm_rs",), (32,))
+    assert sel["extend"] == {} and sel["chosen"]["fgsm_rs-b32"]["value"] == lo
