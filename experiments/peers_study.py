@@ -577,9 +577,10 @@ def write_search_figure(out: Path) -> Optional[Path]:
     rows = search_rows(out)
     if not rows:
         return None
-    fig = plots.setting_search(rows, names=peers_results.METHOD_NAMES,
+    fig = plots.setting_search(rows, names=peers_results.METHOD_NAMES, axis_names=peers_results.SETTING_SYMBOL,
+                               pending=peers_results.pending(out),
                                title=f"validation worst case of every grid run, MNIST, eps {EPS} "
-                                     "(✕ collapsed or fell, □ did not learn, ringed: chosen)")
+                                     "(✕ collapsed or fell, □ did not learn)")
     return write_html({"grid": fig}, "Issue 28 study: the grid",
                        "Made by <code>python experiments/peers_study.py --table</code> from the grid's JSON files; "
                        "the numbers are in TABLE.md. One seed, the grid's reduced budget, validation images only.",

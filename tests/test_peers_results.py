@@ -45,6 +45,12 @@ def study(tmp_path):
     _run(tmp_path, "final", "fgsm-w0-b32-s0", "fgsm", 32, 0, clean=11.0, robust=11.0, dead=True)
     _run(tmp_path, "final", "fgsm-w0-b32-s1", "fgsm", 32, 1, robust=0.5, collapse=(True, 750, 40.0, 0.0))
     _run(tmp_path, "anchor", "wong-s0", "fgsm_rs", 100, 0, value=1.25, robust=79.0)
+    _run(tmp_path, "grid", "proposed-lam20-w1-b32", "proposed", 32, 0, value=20.0, warm=True, robust=77.0)   # edge
+    _run(tmp_path, "grid", "proposed-lam5-w1-b64", "proposed", 64, 0, value=5.0, warm=True, robust=76.2)
+    _run(tmp_path, "warmup", "proposed-lam5-w1-b64-s1", "proposed", 64, 1, value=5.0, warm=True, robust=69.2)
+    (tmp_path / "study.json").write_text(json.dumps({"batches": [32, 64], "settings": {
+        "fgsm": [None], "proposed": [2.0, 5.0, 10.0], "fgsm_rs": [1.0, 1.25], "nfgsm": [0.5, 1.0, 2.0],
+        "gradalign": [0.1, 0.3, 1.0]}}))
     return tmp_path
 
 
@@ -76,13 +82,17 @@ def test_rows_summary_and_progress_of_a_half_done_study(study):
     p = pr.progress(study)
     assert (p["final"], p["final_expected"], p["groups_selected"], p["groups"]) == (4, 20, 2, 10)
     assert p["groups_waiting"] == ["nfgsm-b32"] and not p["complete"] and p["final_missing_of_selected"] == []
-    assert "4 of 20 final runs" in pr.progress_line(p) and "nfgsm-b32" in pr.progress_line(p)
+    assert (p["grid_base"], p["grid_edge"], p["grid_planned"]) == (4, 1, 48)
+    line = pr.progress_line(p)
+    assert "4 of 20 final runs" in line and "N-FGSM at batch 32" in line and "4 of the grid's 48 runs" in line
+    assert pr.warmup_check(study) == [{"batch": 64, "warmup": True, "seeds": {0: 76.2, 1: 69.2}}]
 
     sel = json.loads((study / "selected.json").read_text())       # a best at the edge of its grid: not settled yet
     sel["extend"] = {"proposed-b32": ["proposed-lam20-w0-b32", "proposed-lam20-w1-b32"]}
     (study / "selected.json").write_text(json.dumps(sel))
     p = pr.progress(study)
     assert p["groups_selected"] == 1 and p["groups_waiting"] == ["nfgsm-b32", "proposed-b32"]
+    assert pr.pending(study) == [("proposed", 32)]
     rows = {r["name"]: r for r in pr.grid_rows(study)}
     assert not rows["proposed-lam10-w1-b32"]["chosen"], "not ringed while its group waits"
 

@@ -214,16 +214,26 @@ def test_setting_search_draws_every_run_where_its_method_batch_and_value_put_it(
     rows = [dict(method="proposed", batch=32, value=v, warmup=w, worst=50 + v + 10 * w, collapsed=False,
                  did_not_learn=False, chosen=(v == 10 and w)) for v in (2.0, 5.0, 10.0) for w in (False, True)]
     rows += [dict(method="fgsm", batch=64, value=None, warmup=False, worst=0.0, collapsed=True, did_not_learn=False,
-                  chosen=False)]
-    fig = plots.setting_search(rows)
-    assert len(fig.data) == 2 * 2 * 2 + 2              # 2 methods x 2 batches x warm-up off / on, + the legend's 2
-    assert [t.name for t in fig.data if t.showlegend is not False] == ["ε warm-up off", "ε warm-up on"]
-    on = [t for t in fig.data if t.name == "ε warm-up on" and t.showlegend is False and len(t.x)]
-    assert len(on) == 1 and list(on[0].x) == ["2", "5", "10"] and list(on[0].y) == [62.0, 65.0, 70.0]
-    assert list(on[0].marker.size) == [10, 10, 15], "the chosen run stands out"
-    crossed = [t for t in fig.data if t.showlegend is False and len(t.x) and t.x[0] == "—"]
-    assert len(crossed) == 1 and list(crossed[0].marker.symbol) == ["x"] and crossed[0].y[0] == 0.0
-    titles = [a.text for a in plots.setting_search(rows, names={"fgsm": "FGSM-AT"}).layout.annotations]
-    assert "FGSM-AT, batch 64" in titles and "proposed, batch 32" in titles
+                  chosen=True),
+             dict(method="fgsm", batch=64, value=None, warmup=True, worst=0.0, collapsed=True, did_not_learn=False,
+                  chosen=False),
+             dict(method="proposed", batch=64, value=2.0, warmup=False, worst=11.5, collapsed=False,
+                  did_not_learn=True, chosen=False)]
+    fig = plots.setting_search(rows, names={"fgsm": "FGSM-AT"}, axis_names={"proposed": "λ"},
+                               pending=[("proposed", 64)])
+    data = [t for t in fig.data if t.showlegend is False]
+    on = [t for t in data if t.name == "ε warm-up on" and t.xaxis == "x"]          # proposed, batch 32
+    assert len(on) == 1 and list(on[0].y) == [62.0, 65.0, 70.0]
+    assert [round(x, 2) for x in on[0].x] == [0.13, 1.13, 2.13], "warm-up on sits just right of each value"
+    rings = [t for t in data if t.name == "chosen"]
+    # the chosen FGSM-AT run (warm-up off, left) is ringed, not its warm-up-on twin drawn at the same height
+    assert sorted((round(t.x[0], 2), t.y[0]) for t in rings) == [(-0.13, 0.0), (2.13, 70.0)]
+    dead = [t for t in data if "square-open" in list(t.marker.symbol)]
+    assert len(dead) == 1 and list(dead[0].y) == [0.0], "a run that did not learn has no worst case: drawn at 0"
+    notes = [a.text for a in fig.layout.annotations]
+    assert "proposed<br>batch 32" in notes and "FGSM-AT<br>batch 64" in notes
+    assert "no runs finished<br>yet" in notes, "FGSM-AT at batch 32 has no run"
+    assert "choice waits for<br>its edge step" in notes
+    assert fig.layout.xaxis3.title.text == "λ" and fig.layout.xaxis4.ticktext == ("—",)
     with pytest.raises(GmregError):
         plots.setting_search([])

@@ -136,7 +136,12 @@ def progress(folder) -> dict:
     groups = {f"{m}-b{b}" for m in SETTING_FIELD for b in study.get("batches", [32, 64])}
     final = {r["name"] for r in _read(folder, "final")}
     expected = {f"{name}-s{s}" for name, ok in settled(sel).items() if ok for s in seeds}
-    return {"grid": len(_read(folder, "grid")), "warmup": len(_read(folder, "warmup")),
+    settings = study.get("settings", {})
+    grid = _read(folder, "grid")
+    base = [r for r in grid if _setting(r["config"]) in [v for v in settings.get(r["config"]["method"], [None])]]
+    return {"grid": len(grid), "grid_base": len(base), "grid_edge": len(grid) - len(base),
+            "grid_planned": sum(len(v) for v in settings.values()) * 2 * len(study.get("batches", [32, 64])),
+            "warmup": len(_read(folder, "warmup")),
             "anchor": len(_read(folder, "anchor")), "final": len(final),
             "groups": len(groups),
             "groups_selected": len(set(sel.get("chosen", {})) - set(sel.get("extend", {}))),   # settled choices
@@ -145,14 +150,43 @@ def progress(folder) -> dict:
             "complete": len(final) >= len(groups) * len(seeds) and expected <= final}
 
 
+def group_name(group: str) -> str:
+    """'fgsm_rs-b64' -> 'FGSM-RS at batch 64'."""
+    m, b = group.rsplit("-b", 1)
+    return f"{METHOD_NAMES.get(m, m)} at batch {b}"
+
+
+def pending(folder) -> list:
+    """(method, batch) of the groups whose best setting waits for its edge step."""
+    return [(g.rsplit("-b", 1)[0], int(g.rsplit("-b", 1)[1])) for g in selected(folder).get("extend", {})]
+
+
 def progress_line(p: dict) -> str:
     """progress() in one sentence."""
     if p["complete"]:
         return f"complete: all {p['final']} final runs finished"
     return (f"in progress: {p['final']} of {p['final_expected']} final runs finished; settings chosen for "
-            f"{p['groups_selected']} of {p['groups']} method/batch groups" +
-            (f" (waiting: {', '.join(p['groups_waiting'])})" if p["groups_waiting"] else "") +
-            f"; {p['grid']} grid runs (edge steps included), {p['anchor']} anchor seeds")
+            f"{p['groups_selected']} of {p['groups']} method / batch-size groups" +
+            (f" (still open: {', '.join(group_name(g) for g in p['groups_waiting'])})" if p["groups_waiting"]
+             else "") +
+            f"; {p['grid_base']} of the grid's {p['grid_planned']} runs and {p['grid_edge']} edge steps finished, "
+            f"{p['anchor']} anchor seeds")
+
+
+def warmup_check(folder) -> list:
+    """The warm-up check: per (batch, warm-up) the validation worst case of each seed (seed 0 from the grid, the
+    others from the warmup stage) of the proposed method at lambda 5; rows {"batch", "warmup", "seeds": {seed:
+    worst}}."""
+    folder = _check(folder)
+    runs = [r for r in _read(folder, "warmup")]
+    names = {r["name"].rsplit("-s", 1)[0] for r in runs}
+    runs += [r for r in _read(folder, "grid") if r["name"] in names]
+    out: dict = {}
+    for r in runs:
+        cfg = r["config"]
+        key = (cfg["batch_size"], cfg["eps_warmup_epochs"] > 0)
+        out.setdefault(key, {})[cfg["seed"]] = r["val"]["worst"]
+    return [{"batch": b, "warmup": w, "seeds": dict(sorted(v.items()))} for (b, w), v in sorted(out.items())]
 
 
 def published_anchor() -> dict:

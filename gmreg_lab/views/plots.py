@@ -407,45 +407,73 @@ def adversarial_panel(x, x_adv, probs_clean, probs_adv, *, eps: float, classes: 
     return _layout(fig, head, height=340)
 
 
-def setting_search(rows: Sequence[Mapping], *, title: str = "", names: Optional[Mapping[str, str]] = None) -> go.Figure:
+def setting_search(rows: Sequence[Mapping], *, title: str = "", names: Optional[Mapping[str, str]] = None,
+                   axis_names: Optional[Mapping[str, str]] = None, pending: Iterable = ()) -> go.Figure:
     """A hyper-parameter search as a picture: one panel per method (columns) and batch size (rows), the setting's
-    value on the x axis (as a category), its validation worst case (%) on the y axis, warm-up off and on as two
-    colours; a run that collapsed or fell is a cross, one that did not learn a hollow square, the chosen one ringed.
+    values along the x axis (warm-up off just left of each value, grey; on just right, blue), the validation worst
+    case (%) up the y axis; a run that collapsed or fell is a cross, one that did not learn a hollow square at 0
+    (it has no robust number), the chosen run has a black ring drawn over it. A panel with no run says so; one in
+    ``pending`` (``(method, batch)`` pairs) says its choice waits for an edge step.
 
     ``rows``: ``{"method", "batch", "value", "warmup", "worst", "collapsed", "did_not_learn", "chosen"}`` each
-    (``value`` None for a method without a setting); ``names``: method -> the name its panels show."""
+    (``value`` None for a method without a setting); ``names``: method -> the name its panels show;
+    ``axis_names``: method -> the name of its setting (the x axis title)."""
     if not rows:
         raise GmregError("no search results to show")
+    names, axis_names, pending = dict(names or {}), dict(axis_names or {}), set(map(tuple, pending))
     methods = list(dict.fromkeys(r["method"] for r in rows))
     batches = sorted({r["batch"] for r in rows})
     fig = make_subplots(rows=len(batches), cols=len(methods), shared_yaxes=True, horizontal_spacing=0.03,
-                        vertical_spacing=0.16, subplot_titles=[f"{(names or {}).get(m, m)}, batch {b}" for b in batches
-                                        for m in methods])
+                        vertical_spacing=0.2, subplot_titles=[f"{names.get(m, m)}<br>batch {b}" for b in batches
+                                                              for m in methods])
+    shift = {False: -0.13, True: 0.13}
+    colors = {False: "#868e96", True: PALETTE[0]}
     for i, b in enumerate(batches, 1):
         for j, m in enumerate(methods, 1):
             cell = [r for r in rows if r["method"] == m and r["batch"] == b]
             values = sorted({r["value"] for r in cell}, key=lambda v: (v is None, v if v is not None else 0))
-            cats = ["—" if v is None else f"{v:g}" for v in values]
-            for warm, color in ((False, "#868e96"), (True, PALETTE[0])):
-                pts = sorted((r for r in cell if bool(r["warmup"]) == warm), key=lambda r: values.index(r["value"]))
+            ticks = ["—" if v is None else f"{v:g}" for v in values]
+            xpos = lambda r, vs=values: vs.index(r["value"]) + shift[bool(r["warmup"])]      # noqa: E731
+            for warm in (False, True):
+                pts = [r for r in cell if bool(r["warmup"]) == warm]
+                if not pts:
+                    continue
                 fig.add_trace(go.Scatter(
-                    x=["—" if r["value"] is None else f"{r['value']:g}" for r in pts], y=[r["worst"] for r in pts],
+                    x=[xpos(r) for r in pts], y=[0.0 if r.get("did_not_learn") else r["worst"] for r in pts],
                     mode="markers", name=f"ε warm-up {'on' if warm else 'off'}", legendgroup=str(warm),
-                    showlegend=False,
-                    marker=dict(color=color, size=[15 if r.get("chosen") else 10 for r in pts],
+                    showlegend=False, text=[f"{names.get(m, m)} {t}, warm-up {'on' if warm else 'off'}" +
+                                            (", did not learn" if r.get("did_not_learn") else "") for r, t in
+                                            zip(pts, ["—" if r["value"] is None else f"{r['value']:g}" for r in pts])],
+                    marker=dict(color=colors[warm], size=11, line=dict(width=2, color=colors[warm]),
                                 symbol=["square-open" if r.get("did_not_learn") else "x" if r.get("collapsed")
-                                        else "circle" for r in pts],
-                                line=dict(width=[3 if r.get("chosen") else 0 for r in pts], color="#212529")),
-                    hovertemplate="%{x}: worst case %{y:.1f} %<extra></extra>"), row=i, col=j)
-            fig.update_xaxes(type="category", categoryorder="array", categoryarray=cats, row=i, col=j)
-    for warm, color in ((False, "#868e96"), (True, PALETTE[0])):      # the legend: colours only, as circles
+                                        else "circle" for r in pts]),
+                    hovertemplate="%{text}: worst case %{y:.1f} %<extra></extra>"), row=i, col=j)
+            chosen = [r for r in cell if r.get("chosen")]
+            if chosen:
+                fig.add_trace(go.Scatter(
+                    x=[xpos(r) for r in chosen], y=[0.0 if r.get("did_not_learn") else r["worst"] for r in chosen],
+                    mode="markers", name="chosen", legendgroup="chosen", showlegend=False, hoverinfo="skip",
+                    marker=dict(symbol="circle-open", size=24, color="#212529", line=dict(width=2.5))), row=i, col=j)
+            note = ("no runs finished yet" if not cell else
+                    "choice waits for its edge step" if (m, b) in pending else None)
+            if note:
+                fig.add_annotation(text=note.replace(" its", "<br>its").replace(" yet", "<br>yet"),
+                                   x=max(len(values) - 1, 0) / 2, y=50 if not cell else 97, showarrow=False,
+                                   font=dict(size=11, color="#868e96"), row=i, col=j)
+            fig.update_xaxes(tickmode="array", tickvals=list(range(len(values))), ticktext=ticks,
+                             range=[-0.6, max(len(values), 1) - 0.4], row=i, col=j,
+                             title_text=axis_names.get(m, "") if i == len(batches) else None)
+    for warm in (False, True):                                        # the legend: colours only, as circles
         fig.add_trace(go.Scatter(x=[None], y=[None], mode="markers", name=f"ε warm-up {'on' if warm else 'off'}",
-                                 legendgroup=str(warm), marker=dict(color=color, size=10, symbol="circle")),
+                                 legendgroup=str(warm), marker=dict(color=colors[warm], size=10, symbol="circle")),
                       row=1, col=1)
-    fig.update_yaxes(range=[-3, 100])
+    fig.add_trace(go.Scatter(x=[None], y=[None], mode="markers", name="chosen", legendgroup="chosen",
+                             marker=dict(symbol="circle-open", size=16, color="#212529", line=dict(width=2.5))),
+                  row=1, col=1)
+    fig.update_yaxes(range=[-4, 100])
     fig.update_yaxes(title_text="validation worst case (%)", col=1)
-    return _layout(fig, title or "each method's setting search (✕ collapsed or fell, □ did not learn, ringed: chosen)",
-                   height=300 * len(batches) + 120)
+    _layout(fig, title or "each method's setting search", height=320 * len(batches) + 160)
+    return fig.update_layout(margin=dict(l=60, r=20, t=110, b=50))
 
 
 def seeds_comparison(rows: Sequence[Mapping], *, published: Optional[Mapping[str, float]] = None,
