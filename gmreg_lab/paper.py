@@ -86,7 +86,8 @@ WONG_MNIST_RECIPE = {
               "-eps, eps), then into [-x, 1 - x]; loss on clip(x + delta, 0, 1)",
     "training_images": 60_000, "evaluation": "PGD, 50 iterations, 10 restarts, step 0.01, eps 0.3, full test set",
     "source": "locuslab/fast_adversarial MNIST/train_mnist.py and evaluate_mnist.py defaults (via the forks "
-              "Buhua-Liu/fast_adversarial and Faibk/fast_adversarial)",
+              "Buhua-Liu/fast_adversarial and Faibk/fast_adversarial; checked on 2026-12-03 against "
+              "locuslab/fast_adversarial itself at commit 54f7287, MNIST/train_mnist.py and mnist_net.py)",
 }
 # Their published MNIST numbers to sit beside a reproduction: clean and the authors' own robust number, and AutoAttack
 # on their released model, all from the same row of the AutoAttack table (PEER_ANCHORS[0]).
