@@ -578,9 +578,8 @@ def write_search_figure(out: Path) -> Optional[Path]:
     if not rows:
         return None
     fig = plots.setting_search(rows, names=peers_results.METHOD_NAMES, axis_names=peers_results.SETTING_SYMBOL,
-                               pending=peers_results.pending(out),
-                               title=f"validation worst case of every grid run, MNIST, eps {EPS} "
-                                     "(✕ collapsed or fell, □ did not learn)")
+                               notes=peers_results.panel_notes(out),
+                               title=f"validation worst case of every grid run, MNIST, eps {EPS}")
     return write_html({"grid": fig}, "Issue 28 study: the grid",
                        "Made by <code>python experiments/peers_study.py --table</code> from the grid's JSON files; "
                        "the numbers are in TABLE.md. One seed, the grid's reduced budget, validation images only.",

@@ -93,6 +93,8 @@ def test_rows_summary_and_progress_of_a_half_done_study(study):
     p = pr.progress(study)
     assert p["groups_selected"] == 1 and p["groups_waiting"] == ["nfgsm-b32", "proposed-b32"]
     assert pr.pending(study) == [("proposed", 32)]
+    assert pr.panel_notes(study) == {("nfgsm", 32): "grid runs still<br>to finish",
+                                     ("proposed", 32): "choice waits for<br>its edge step"}
     rows = {r["name"]: r for r in pr.grid_rows(study)}
     assert not rows["proposed-lam10-w1-b32"]["chosen"], "not ringed while its group waits"
 

@@ -219,8 +219,9 @@ def test_setting_search_draws_every_run_where_its_method_batch_and_value_put_it(
                   chosen=False),
              dict(method="proposed", batch=64, value=2.0, warmup=False, worst=11.5, collapsed=False,
                   did_not_learn=True, chosen=False)]
+    rows[0]["edge"] = rows[1]["edge"] = True                                         # lambda 2: an edge step here
     fig = plots.setting_search(rows, names={"fgsm": "FGSM-AT"}, axis_names={"proposed": "λ"},
-                               pending=[("proposed", 64)])
+                               notes={("proposed", 64): "choice waits for<br>its edge step"})
     data = [t for t in fig.data if t.showlegend is False]
     on = [t for t in data if t.name == "ε warm-up on" and t.xaxis == "x"]          # proposed, batch 32
     assert len(on) == 1 and list(on[0].y) == [62.0, 65.0, 70.0]
@@ -235,5 +236,8 @@ def test_setting_search_draws_every_run_where_its_method_batch_and_value_put_it(
     assert "no runs finished<br>yet" in notes, "FGSM-AT at batch 32 has no run"
     assert "choice waits for<br>its edge step" in notes
     assert fig.layout.xaxis3.title.text == "λ" and fig.layout.xaxis4.ticktext == ("—",)
+    assert fig.layout.xaxis.ticktext == ("(2)", "5", "10"), "an edge step's value in parentheses"
+    assert [t.name for t in fig.data if t.showlegend is not False] == [
+        "ε warm-up off", "ε warm-up on", "collapsed or fell", "did not learn (drawn at 0)", "chosen"]
     with pytest.raises(GmregError):
         plots.setting_search([])

@@ -73,12 +73,16 @@ def grid_rows(folder) -> list:
     """The grid's runs (edge steps included), as rows for ``gl.plots.setting_search``."""
     folder = _check(folder)
     final = {n for n, ok in settled(selected(folder)).items() if ok}
+    study = folder / "study.json"
+    settings = json.loads(study.read_text()).get("settings", {}) if study.exists() else {}
     rows = []
     for r in _read(folder, "grid"):
         cfg, c = r["config"], r["collapse"]
         rows.append({"method": cfg["method"], "batch": cfg["batch_size"], "value": _setting(cfg),
                      "warmup": cfg["eps_warmup_epochs"] > 0, "worst": r["val"]["worst"],
                      "clean": r["val"]["clean"], "collapsed": bool(c["collapsed"] or fell(c)),
+                     "collapse_verdict": bool(c["collapsed"]),
+                     "edge": bool(settings) and _setting(cfg) not in settings.get(cfg["method"], [None]),
                      "did_not_learn": r["val"]["did_not_learn"], "chosen": r["name"] in final, "name": r["name"]})
     return rows
 
@@ -102,8 +106,27 @@ def test_rows(folder, stage: str = "final") -> list:
                      "robust": None if dead else t["robust"], "logit_dist": t.get("logit_dist"),
                      "did_not_learn": dead, "collapsed": bool(c["collapsed"]), "collapse_iteration": c["iteration"],
                      "peak": c["peak"], "final_probe": c["final"], "fell": fell(c), "cpu": r.get("cpu"),
+                     "peak_iteration": _peak_iteration(r),
                      "train_seconds": r.get("train_seconds"), "iterations": r.get("iterations")})
     return rows
+
+
+def _peak_iteration(r: dict):
+    """The iteration of the highest PGD probe of a run's history (the first, if tied), or None."""
+    probe = r.get("probe (iteration, pgd10 %, clean %, eps_train)") or []
+    return max(probe, key=lambda p: (p[1], -p[0]))[0] if probe else None
+
+
+def incomplete(folder) -> list:
+    """(method, batch) of the groups whose grid runs are not all finished."""
+    return [(g.rsplit("-b", 1)[0], int(g.rsplit("-b", 1)[1])) for g in selected(folder).get("incomplete", {})]
+
+
+def panel_notes(folder) -> dict:
+    """(method, batch) -> the line gl.plots.setting_search writes on a panel whose choice is not made yet."""
+    notes = {k: "grid runs still<br>to finish" for k in incomplete(folder)}
+    notes.update({k: "choice waits for<br>its edge step" for k in pending(folder)})
+    return notes
 
 
 def summary(rows: list) -> list:

@@ -408,19 +408,21 @@ def adversarial_panel(x, x_adv, probs_clean, probs_adv, *, eps: float, classes: 
 
 
 def setting_search(rows: Sequence[Mapping], *, title: str = "", names: Optional[Mapping[str, str]] = None,
-                   axis_names: Optional[Mapping[str, str]] = None, pending: Iterable = ()) -> go.Figure:
+                   axis_names: Optional[Mapping[str, str]] = None, notes: Optional[Mapping] = None) -> go.Figure:
     """A hyper-parameter search as a picture: one panel per method (columns) and batch size (rows), the setting's
     values along the x axis (warm-up off just left of each value, grey; on just right, blue), the validation worst
     case (%) up the y axis; a run that collapsed or fell is a cross, one that did not learn a hollow square at 0
-    (it has no robust number), the chosen run has a black ring drawn over it. A panel with no run says so; one in
-    ``pending`` (``(method, batch)`` pairs) says its choice waits for an edge step.
+    (it has no robust number), the chosen run has a black ring drawn over it. A value whose rows say ``"edge":
+    True`` (a step beyond the planned grid) is written in parentheses. A panel with no run says so; ``notes`` maps
+    ``(method, batch)`` to a line written at the top of that panel (e.g. "choice waits for its edge step").
 
     ``rows``: ``{"method", "batch", "value", "warmup", "worst", "collapsed", "did_not_learn", "chosen"}`` each
     (``value`` None for a method without a setting); ``names``: method -> the name its panels show;
     ``axis_names``: method -> the name of its setting (the x axis title)."""
     if not rows:
         raise GmregError("no search results to show")
-    names, axis_names, pending = dict(names or {}), dict(axis_names or {}), set(map(tuple, pending))
+    names, axis_names = dict(names or {}), dict(axis_names or {})
+    notes = {tuple(k): v for k, v in (notes or {}).items()}
     methods = list(dict.fromkeys(r["method"] for r in rows))
     batches = sorted({r["batch"] for r in rows})
     fig = make_subplots(rows=len(batches), cols=len(methods), shared_yaxes=True, horizontal_spacing=0.03,
@@ -432,7 +434,8 @@ def setting_search(rows: Sequence[Mapping], *, title: str = "", names: Optional[
         for j, m in enumerate(methods, 1):
             cell = [r for r in rows if r["method"] == m and r["batch"] == b]
             values = sorted({r["value"] for r in cell}, key=lambda v: (v is None, v if v is not None else 0))
-            ticks = ["—" if v is None else f"{v:g}" for v in values]
+            edge = {r["value"] for r in cell if r.get("edge")}
+            ticks = ["—" if v is None else f"({v:g})" if v in edge else f"{v:g}" for v in values]
             xpos = lambda r, vs=values: vs.index(r["value"]) + shift[bool(r["warmup"])]      # noqa: E731
             for warm in (False, True):
                 pts = [r for r in cell if bool(r["warmup"]) == warm]
@@ -454,10 +457,9 @@ def setting_search(rows: Sequence[Mapping], *, title: str = "", names: Optional[
                     x=[xpos(r) for r in chosen], y=[0.0 if r.get("did_not_learn") else r["worst"] for r in chosen],
                     mode="markers", name="chosen", legendgroup="chosen", showlegend=False, hoverinfo="skip",
                     marker=dict(symbol="circle-open", size=24, color="#212529", line=dict(width=2.5))), row=i, col=j)
-            note = ("no runs finished yet" if not cell else
-                    "choice waits for its edge step" if (m, b) in pending else None)
+            note = "no runs finished<br>yet" if not cell else notes.get((m, b))
             if note:
-                fig.add_annotation(text=note.replace(" its", "<br>its").replace(" yet", "<br>yet"),
+                fig.add_annotation(text=note,
                                    x=max(len(values) - 1, 0) / 2, y=50 if not cell else 97, showarrow=False,
                                    font=dict(size=11, color="#868e96"), row=i, col=j)
             fig.update_xaxes(tickmode="array", tickvals=list(range(len(values))), ticktext=ticks,
@@ -466,6 +468,11 @@ def setting_search(rows: Sequence[Mapping], *, title: str = "", names: Optional[
     for warm in (False, True):                                        # the legend: colours only, as circles
         fig.add_trace(go.Scatter(x=[None], y=[None], mode="markers", name=f"ε warm-up {'on' if warm else 'off'}",
                                  legendgroup=str(warm), marker=dict(color=colors[warm], size=10, symbol="circle")),
+                      row=1, col=1)
+    for sym, label in (("x", "collapsed or fell"), ("square-open", "did not learn (drawn at 0)")):
+        fig.add_trace(go.Scatter(x=[None], y=[None], mode="markers", name=label, legendgroup=label,
+                                 marker=dict(symbol=sym, size=10, color="#495057",
+                                             line=dict(width=2, color="#495057"))),
                       row=1, col=1)
     fig.add_trace(go.Scatter(x=[None], y=[None], mode="markers", name="chosen", legendgroup="chosen",
                              marker=dict(symbol="circle-open", size=16, color="#212529", line=dict(width=2.5))),
