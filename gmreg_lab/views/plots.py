@@ -407,6 +407,45 @@ def adversarial_panel(x, x_adv, probs_clean, probs_adv, *, eps: float, classes: 
     return _layout(fig, head, height=340)
 
 
+_SEARCH_SHIFT = {False: -0.13, True: 0.13}              # warm-up off just left of a value, on just right
+_SEARCH_COLORS = {False: "#868e96", True: PALETTE[0]}
+
+
+def _search_panel(fig: go.Figure, cell: list, i: int, j: int, name: str, note: Optional[str], axis: Optional[str]):
+    """One panel of setting_search: the runs of one method at one batch size."""
+    values = sorted({r["value"] for r in cell}, key=lambda v: (v is None, v if v is not None else 0))
+    edge = {r["value"] for r in cell if r.get("edge")}
+    ticks = ["—" if v is None else f"({v:g})" if v in edge else f"{v:g}" for v in values]
+    xpos = lambda r: values.index(r["value"]) + _SEARCH_SHIFT[bool(r["warmup"])]      # noqa: E731
+    ypos = lambda r: 0.0 if r.get("did_not_learn") else r["worst"]                     # noqa: E731
+    for warm in (False, True):
+        pts = [r for r in cell if bool(r["warmup"]) == warm]
+        if not pts:
+            continue
+        color = _SEARCH_COLORS[warm]
+        fig.add_trace(go.Scatter(
+            x=[xpos(r) for r in pts], y=[ypos(r) for r in pts], mode="markers", showlegend=False,
+            name=f"ε warm-up {'on' if warm else 'off'}", legendgroup=str(warm),
+            text=[f"{name} {'—' if r['value'] is None else format(r['value'], 'g')}, warm-up "
+                  f"{'on' if warm else 'off'}" + (", did not learn" if r.get("did_not_learn") else "") for r in pts],
+            marker=dict(color=color, size=11, line=dict(width=2, color=color),
+                        symbol=["square-open" if r.get("did_not_learn") else "x" if r.get("collapsed") else "circle"
+                                for r in pts]),
+            hovertemplate="%{text}: worst case %{y:.1f} %<extra></extra>"), row=i, col=j)
+    chosen = [r for r in cell if r.get("chosen")]
+    if chosen:                                          # drawn last, so that no other point hides the ring
+        fig.add_trace(go.Scatter(
+            x=[xpos(r) for r in chosen], y=[ypos(r) for r in chosen], mode="markers", name="chosen",
+            legendgroup="chosen", showlegend=False, hoverinfo="skip",
+            marker=dict(symbol="circle-open", size=24, color="#212529", line=dict(width=2.5))), row=i, col=j)
+    note = "no runs finished<br>yet" if not cell else note
+    if note:
+        fig.add_annotation(text=note, x=max(len(values) - 1, 0) / 2, y=50 if not cell else 97, showarrow=False,
+                           font=dict(size=11, color="#868e96"), row=i, col=j)
+    fig.update_xaxes(tickmode="array", tickvals=list(range(len(values))), ticktext=ticks,
+                     range=[-0.6, max(len(values), 1) - 0.4], title_text=axis, row=i, col=j)
+
+
 def setting_search(rows: Sequence[Mapping], *, title: str = "", names: Optional[Mapping[str, str]] = None,
                    axis_names: Optional[Mapping[str, str]] = None, notes: Optional[Mapping] = None) -> go.Figure:
     """A hyper-parameter search as a picture: one panel per method (columns) and batch size (rows), the setting's
@@ -428,59 +467,57 @@ def setting_search(rows: Sequence[Mapping], *, title: str = "", names: Optional[
     fig = make_subplots(rows=len(batches), cols=len(methods), shared_yaxes=True, horizontal_spacing=0.03,
                         vertical_spacing=0.2, subplot_titles=[f"{names.get(m, m)}<br>batch {b}" for b in batches
                                                               for m in methods])
-    shift = {False: -0.13, True: 0.13}
-    colors = {False: "#868e96", True: PALETTE[0]}
     for i, b in enumerate(batches, 1):
         for j, m in enumerate(methods, 1):
-            cell = [r for r in rows if r["method"] == m and r["batch"] == b]
-            values = sorted({r["value"] for r in cell}, key=lambda v: (v is None, v if v is not None else 0))
-            edge = {r["value"] for r in cell if r.get("edge")}
-            ticks = ["—" if v is None else f"({v:g})" if v in edge else f"{v:g}" for v in values]
-            xpos = lambda r, vs=values: vs.index(r["value"]) + shift[bool(r["warmup"])]      # noqa: E731
-            for warm in (False, True):
-                pts = [r for r in cell if bool(r["warmup"]) == warm]
-                if not pts:
-                    continue
-                fig.add_trace(go.Scatter(
-                    x=[xpos(r) for r in pts], y=[0.0 if r.get("did_not_learn") else r["worst"] for r in pts],
-                    mode="markers", name=f"ε warm-up {'on' if warm else 'off'}", legendgroup=str(warm),
-                    showlegend=False, text=[f"{names.get(m, m)} {t}, warm-up {'on' if warm else 'off'}" +
-                                            (", did not learn" if r.get("did_not_learn") else "") for r, t in
-                                            zip(pts, ["—" if r["value"] is None else f"{r['value']:g}" for r in pts])],
-                    marker=dict(color=colors[warm], size=11, line=dict(width=2, color=colors[warm]),
-                                symbol=["square-open" if r.get("did_not_learn") else "x" if r.get("collapsed")
-                                        else "circle" for r in pts]),
-                    hovertemplate="%{text}: worst case %{y:.1f} %<extra></extra>"), row=i, col=j)
-            chosen = [r for r in cell if r.get("chosen")]
-            if chosen:
-                fig.add_trace(go.Scatter(
-                    x=[xpos(r) for r in chosen], y=[0.0 if r.get("did_not_learn") else r["worst"] for r in chosen],
-                    mode="markers", name="chosen", legendgroup="chosen", showlegend=False, hoverinfo="skip",
-                    marker=dict(symbol="circle-open", size=24, color="#212529", line=dict(width=2.5))), row=i, col=j)
-            note = "no runs finished<br>yet" if not cell else notes.get((m, b))
-            if note:
-                fig.add_annotation(text=note,
-                                   x=max(len(values) - 1, 0) / 2, y=50 if not cell else 97, showarrow=False,
-                                   font=dict(size=11, color="#868e96"), row=i, col=j)
-            fig.update_xaxes(tickmode="array", tickvals=list(range(len(values))), ticktext=ticks,
-                             range=[-0.6, max(len(values), 1) - 0.4], row=i, col=j,
-                             title_text=axis_names.get(m, "") if i == len(batches) else None)
-    for warm in (False, True):                                        # the legend: colours only, as circles
-        fig.add_trace(go.Scatter(x=[None], y=[None], mode="markers", name=f"ε warm-up {'on' if warm else 'off'}",
-                                 legendgroup=str(warm), marker=dict(color=colors[warm], size=10, symbol="circle")),
+            _search_panel(fig, [r for r in rows if r["method"] == m and r["batch"] == b], i, j, names.get(m, m),
+                          notes.get((m, b)), axis_names.get(m, "") if i == len(batches) else None)
+    legend = [(f"ε warm-up {'on' if w else 'off'}", str(w), dict(color=c, size=10, symbol="circle"))
+              for w, c in _SEARCH_COLORS.items()]
+    legend += [(label, label, dict(symbol=sym, size=10, color="#495057", line=dict(width=2, color="#495057")))
+               for sym, label in (("x", "collapsed or fell"), ("square-open", "did not learn (drawn at 0)"))]
+    legend += [("chosen", "chosen", dict(symbol="circle-open", size=16, color="#212529", line=dict(width=2.5)))]
+    for name, group, marker in legend:                  # the legend: one entry per colour and per symbol
+        fig.add_trace(go.Scatter(x=[None], y=[None], mode="markers", name=name, legendgroup=group, marker=marker),
                       row=1, col=1)
-    for sym, label in (("x", "collapsed or fell"), ("square-open", "did not learn (drawn at 0)")):
-        fig.add_trace(go.Scatter(x=[None], y=[None], mode="markers", name=label, legendgroup=label,
-                                 marker=dict(symbol=sym, size=10, color="#495057",
-                                             line=dict(width=2, color="#495057"))),
-                      row=1, col=1)
-    fig.add_trace(go.Scatter(x=[None], y=[None], mode="markers", name="chosen", legendgroup="chosen",
-                             marker=dict(symbol="circle-open", size=16, color="#212529", line=dict(width=2.5))),
-                  row=1, col=1)
     fig.update_yaxes(range=[-4, 100])
     fig.update_yaxes(title_text="validation worst case (%)", col=1)
     _layout(fig, title or "each method's setting search", height=320 * len(batches) + 160)
     return fig.update_layout(margin=dict(l=60, r=20, t=110, b=50))
+
+
+def _seeds_panel(fig: go.Figure, cell: list, j: int, published: Mapping[str, float], published_label: str, legend):
+    """One panel of seeds_comparison: every run of one group, per seed, with the means and published numbers."""
+    labels = list(dict.fromkeys(r["label"] for r in cell))
+    learned = [r for r in cell if not r["did_not_learn"] and r["robust"] is not None]
+    dead = [r for r in cell if r["did_not_learn"] or r["robust"] is None]
+    for pts, name, sym, color in (([r for r in learned if not r.get("collapsed")], "robust, one seed", "circle",
+                                   PALETTE[0]),
+                                  ([r for r in learned if r.get("collapsed")], "robust, one seed (collapsed or fell)",
+                                   "x", PALETTE[1]),
+                                  (dead, "did not learn (no robust number)", "square-open", "#868e96")):
+        if pts:
+            fig.add_trace(go.Scatter(
+                x=[r["label"] for r in pts], y=[0.0 if r in dead else r["robust"] for r in pts], mode="markers",
+                marker=dict(symbol=sym, size=11, color=color, line=dict(width=2, color=color)),
+                text=[f"seed {r['seed']}" for r in pts], **legend(name),
+                hovertemplate="%{x}, %{text}: %{y:.1f} %<extra></extra>"), row=1, col=j)
+    fig.add_trace(go.Scatter(x=[r["label"] for r in cell], y=[r["clean"] for r in cell], mode="markers",
+                             marker=dict(symbol="diamond", size=7, color="#adb5bd"),
+                             text=[f"seed {r['seed']}" for r in cell], **legend("clean, one seed"),
+                             hovertemplate="%{x}, %{text}: clean %{y:.1f} %<extra></extra>"), row=1, col=j)
+    means = {lab: [r["robust"] for r in learned if r["label"] == lab] for lab in labels}
+    means = {lab: sum(v) / len(v) for lab, v in means.items() if v}
+    if means:
+        fig.add_trace(go.Scatter(x=list(means), y=list(means.values()), mode="markers",
+                                 marker=dict(symbol="line-ew", size=34, line=dict(width=3, color="#212529")),
+                                 **legend("mean over the seeds that learned"),
+                                 hovertemplate="%{x}: mean %{y:.1f} %<extra></extra>"), row=1, col=j)
+    pub = {lab: v for lab, v in published.items() if lab in labels}
+    if pub:
+        fig.add_trace(go.Scatter(x=list(pub), y=list(pub.values()), mode="markers",
+                                 marker=dict(symbol="star", size=14, color=PALETTE[5]), **legend(published_label),
+                                 hovertemplate="%{x}: published %{y:.2f} %<extra></extra>"), row=1, col=j)
+    fig.update_xaxes(type="category", categoryorder="array", categoryarray=labels, row=1, col=j)
 
 
 def seeds_comparison(rows: Sequence[Mapping], *, published: Optional[Mapping[str, float]] = None,
@@ -497,7 +534,6 @@ def seeds_comparison(rows: Sequence[Mapping], *, published: Optional[Mapping[str
     if not rows:
         raise GmregError("no results to compare")
     groups = list(dict.fromkeys(r["group"] for r in rows))
-    published = dict(published or {})
     fig = make_subplots(rows=1, cols=len(groups), shared_yaxes=True, horizontal_spacing=0.04,
                         subplot_titles=[str(g) for g in groups],
                         column_widths=[max(1, len({r["label"] for r in rows if r["group"] == g})) for g in groups])
@@ -509,38 +545,7 @@ def seeds_comparison(rows: Sequence[Mapping], *, published: Optional[Mapping[str
         return dict(name=name, legendgroup=name, showlegend=first)
 
     for j, g in enumerate(groups, 1):
-        cell = [r for r in rows if r["group"] == g]
-        labels = list(dict.fromkeys(r["label"] for r in cell))
-        learned = [r for r in cell if not r["did_not_learn"] and r["robust"] is not None]
-        ok = [r for r in learned if not r.get("collapsed")]
-        down = [r for r in learned if r.get("collapsed")]
-        dead = [r for r in cell if r["did_not_learn"] or r["robust"] is None]
-        for pts, name, sym, color in ((ok, "robust, one seed", "circle", PALETTE[0]),
-                                      (down, "robust, one seed (collapsed or fell)", "x", PALETTE[1]),
-                                      (dead, "did not learn (no robust number)", "square-open", "#868e96")):
-            if pts:
-                fig.add_trace(go.Scatter(
-                    x=[r["label"] for r in pts], y=[0.0 if r in dead else r["robust"] for r in pts], mode="markers",
-                    marker=dict(symbol=sym, size=11, color=color, line=dict(width=2, color=color)),
-                    text=[f"seed {r['seed']}" for r in pts], **legend(name),
-                    hovertemplate="%{x}, %{text}: %{y:.1f} %<extra></extra>"), row=1, col=j)
-        fig.add_trace(go.Scatter(x=[r["label"] for r in cell], y=[r["clean"] for r in cell], mode="markers",
-                                 marker=dict(symbol="diamond", size=7, color="#adb5bd"),
-                                 text=[f"seed {r['seed']}" for r in cell], **legend("clean, one seed"),
-                                 hovertemplate="%{x}, %{text}: clean %{y:.1f} %<extra></extra>"), row=1, col=j)
-        means = {lab: [r["robust"] for r in learned if r["label"] == lab] for lab in labels}
-        means = {lab: sum(v) / len(v) for lab, v in means.items() if v}
-        if means:
-            fig.add_trace(go.Scatter(x=list(means), y=list(means.values()), mode="markers",
-                                     marker=dict(symbol="line-ew", size=34, line=dict(width=3, color="#212529")),
-                                     **legend("mean over the seeds that learned"),
-                                     hovertemplate="%{x}: mean %{y:.1f} %<extra></extra>"), row=1, col=j)
-        pub = {lab: v for lab, v in published.items() if lab in labels}
-        if pub:
-            fig.add_trace(go.Scatter(x=list(pub), y=list(pub.values()), mode="markers",
-                                     marker=dict(symbol="star", size=14, color=PALETTE[5]), **legend(published_label),
-                                     hovertemplate="%{x}: published %{y:.2f} %<extra></extra>"), row=1, col=j)
-        fig.update_xaxes(type="category", categoryorder="array", categoryarray=labels, row=1, col=j)
+        _seeds_panel(fig, [r for r in rows if r["group"] == g], j, dict(published or {}), published_label, legend)
     fig.update_yaxes(range=[-4, 102])
     fig.update_yaxes(title_text=yaxis, col=1)
     _layout(fig, title or "methods over seeds", height=480)
