@@ -63,6 +63,17 @@ def _setting(cfg: dict):
     return cfg.get(fld) if fld else None
 
 
+def _is_edge(cfg: dict, settings: dict) -> bool:
+    """Whether a grid run's value lies outside its method's planned grid (study.json "settings"): an edge step."""
+    return bool(settings) and _setting(cfg) not in settings.get(cfg["method"], [None])
+
+
+def _split_group(group: str) -> tuple:
+    """'fgsm_rs-b64' -> ('fgsm_rs', 64)."""
+    m, b = group.rsplit("-b", 1)
+    return m, int(b)
+
+
 def setting_label(method: str, value, warmup: bool, sep: str = ", ") -> str:
     """'λ = 10, ε warm-up' / 'no warm-up' -- a chosen setting in words (``sep`` between its two parts)."""
     s = "" if value is None else f"{SETTING_SYMBOL.get(method, 'value')} = {value:g}{sep}"
@@ -82,7 +93,7 @@ def grid_rows(folder) -> list:
                      "warmup": cfg["eps_warmup_epochs"] > 0, "worst": r["val"]["worst"],
                      "clean": r["val"]["clean"], "collapsed": bool(c["collapsed"] or fell(c)),
                      "collapse_verdict": bool(c["collapsed"]),
-                     "edge": bool(settings) and _setting(cfg) not in settings.get(cfg["method"], [None]),
+                     "edge": _is_edge(cfg, settings),
                      "did_not_learn": r["val"]["did_not_learn"], "chosen": r["name"] in final, "name": r["name"]})
     return rows
 
@@ -119,7 +130,7 @@ def _peak_iteration(r: dict):
 
 def incomplete(folder) -> list:
     """(method, batch) of the groups whose grid runs are not all finished."""
-    return [(g.rsplit("-b", 1)[0], int(g.rsplit("-b", 1)[1])) for g in selected(folder).get("incomplete", {})]
+    return [_split_group(g) for g in selected(folder).get("incomplete", {})]
 
 
 def panel_notes(folder) -> dict:
@@ -161,7 +172,7 @@ def progress(folder) -> dict:
     expected = {f"{name}-s{s}" for name, ok in settled(sel).items() if ok for s in seeds}
     settings = study.get("settings", {})
     grid = _read(folder, "grid")
-    base = [r for r in grid if _setting(r["config"]) in [v for v in settings.get(r["config"]["method"], [None])]]
+    base = [r for r in grid if not _is_edge(r["config"], settings)]
     return {"grid": len(grid), "grid_base": len(base), "grid_edge": len(grid) - len(base),
             "grid_planned": sum(len(v) for v in settings.values()) * 2 * len(study.get("batches", [32, 64])),
             "warmup": len(_read(folder, "warmup")),
@@ -175,13 +186,13 @@ def progress(folder) -> dict:
 
 def group_name(group: str) -> str:
     """'fgsm_rs-b64' -> 'FGSM-RS at batch 64'."""
-    m, b = group.rsplit("-b", 1)
+    m, b = _split_group(group)
     return f"{METHOD_NAMES.get(m, m)} at batch {b}"
 
 
 def pending(folder) -> list:
     """(method, batch) of the groups whose best setting waits for its edge step."""
-    return [(g.rsplit("-b", 1)[0], int(g.rsplit("-b", 1)[1])) for g in selected(folder).get("extend", {})]
+    return [_split_group(g) for g in selected(folder).get("extend", {})]
 
 
 def progress_line(p: dict) -> str:
@@ -201,7 +212,7 @@ def warmup_check(folder) -> list:
     others from the warmup stage) of the proposed method at lambda 5; rows {"batch", "warmup", "seeds": {seed:
     worst}}."""
     folder = _check(folder)
-    runs = [r for r in _read(folder, "warmup")]
+    runs = _read(folder, "warmup")
     names = {r["name"].rsplit("-s", 1)[0] for r in runs}
     runs += [r for r in _read(folder, "grid") if r["name"] in names]
     out: dict = {}
