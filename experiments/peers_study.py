@@ -423,8 +423,6 @@ def _agg(values, nd=1):
 
 
 FELL_POINTS = peers_results.FELL_POINTS
-_fell = peers_results.fell          # a probe that ended FELL_POINTS or more under its peak
-_settled = peers_results.settled    # chosen run name -> whether its choice is settled
 
 
 def _collapse_text(results: list) -> str:
@@ -436,7 +434,7 @@ def _collapse_text(results: list) -> str:
         seed = r["config"]["seed"]
         if c["collapsed"]:
             parts.append(f"s{seed}: at {c['iteration']} ({_f(c['peak'], 0)} → {_f(c['final'], 0)})")
-        elif _fell(c):
+        elif peers_results.fell(c):
             parts.append(f"s{seed}: **fell** {_f(c['peak'], 0)} → {_f(c['final'], 0)} (not under 10 %)")
         else:
             parts.append(f"s{seed}: no (peak {_f(c['peak'], 0)}, final {_f(c['final'], 0)})")
@@ -491,7 +489,7 @@ def table(out: Path) -> str:
     grid_files = sorted((out / "grid").glob("*.json")) if (out / "grid").exists() else []
     if grid_files:
         sel = json.loads(sel_path.read_text()) if sel_path.exists() else {"chosen": {}}
-        picked = {n: "**yes**" if ok else "best so far (one step beyond to run)" for n, ok in _settled(sel).items()}
+        picked = {n: "**yes**" if ok else "best so far (one step beyond to run)" for n, ok in peers_results.settled(sel).items()}
         lines += ["## Grid (reduced budget, seed 0), scored on validation images", "",
                   f"Rule: {sel.get('rule', 'not selected yet')}.", "",
                   "| run | val clean | val worst case | did not learn | collapse (PGD-10 probe) | chosen |",
@@ -538,8 +536,24 @@ def table(out: Path) -> str:
                           f"(fp32, one thread per run, on {' and '.join(cpus)}; other work shared the machine, so "
                           "this is not a speed measurement)."]
         lines.append("")
+    lines += _ranking_section(out)
     lines += _time_section(out)
     return "\n".join(lines) + "\n"
+
+
+def _ranking_section(out: Path) -> list:
+    """Markdown: the final table's order per batch size (gmreg_lab.runners.peers_results.ranking), only once every
+    final run has finished; before that, a line saying that no order is drawn yet."""
+    if not (out / "final").exists():
+        return []
+    p = peers_results.progress(out)
+    head = ["## Order by mean robust accuracy (final runs)", ""]
+    if not p["complete"]:
+        return head + [f"Not drawn yet: {p['final']} of {p['final_expected']} final runs have finished.", ""]
+    s = peers_results.summary(peers_results.test_rows(out))
+    return head + [f"- {peers_results.ranking_line(peers_results.ranking(s, b))}." for b in BATCHES] + [
+        "", "Two seeds per setting: a seed range that reaches the top method's lowest seed is not separated from it.",
+        ""]
 
 
 def _time_section(out: Path) -> list:
@@ -564,17 +578,12 @@ def _time_section(out: Path) -> list:
             "(not counted).", ""]
 
 
-def search_rows(out: Path) -> list:
-    """The grid's runs (edge steps included) as rows for gl.plots.setting_search."""
-    return peers_results.grid_rows(out)
-
-
 def write_search_figure(out: Path) -> Optional[Path]:
     """<out>/grid.html: the grid as a picture (offline, plotly inline), or nothing before the first grid run."""
     from gmreg_lab.views import plots
     from gmreg_lab.views.report_figures import write_html
 
-    rows = search_rows(out)
+    rows = peers_results.grid_rows(out)
     if not rows:
         return None
     fig = plots.setting_search(rows, names=peers_results.METHOD_NAMES, axis_names=peers_results.SETTING_SYMBOL,

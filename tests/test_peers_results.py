@@ -58,7 +58,7 @@ def test_the_reader_agrees_with_the_study_script_on_each_methods_setting():
     sys.path.insert(0, str(ROOT / "experiments"))
     import peers_study as ps
     assert {m: v[0] for m, v in ps.SETTINGS.items()} == pr.SETTING_FIELD
-    assert ps._fell is pr.fell and ps.search_rows is not None
+    assert ps.FELL_POINTS == pr.FELL_POINTS
 
 
 def test_rows_summary_and_progress_of_a_half_done_study(study):
@@ -127,3 +127,73 @@ def test_bad_folders_say_so_in_one_line(tmp_path):
         pr.test_rows(tmp_path)
     with pytest.raises(GmregError, match="final"):
         pr.test_rows(tmp_path, "grid")
+
+
+def _summary_row(method, batch, seeds_robust, dead=0, down=0):
+    learned = [v for v in seeds_robust if v is not None]
+    return {"method": method, "batch": batch, "value": None, "warmup": False, "seeds": list(range(len(seeds_robust))),
+            "clean_mean": 98.0, "robust_mean": sum(learned) / len(learned) if learned else None,
+            "robust_min": min(learned) if learned else None, "robust_max": max(learned) if learned else None,
+            "did_not_learn": dead, "collapsed_or_fell": down}
+
+
+def test_ranking_says_plainly_when_the_proposed_method_is_not_the_most_robust():
+    rows = [_summary_row("proposed", 32, [70.0, 74.0]), _summary_row("nfgsm", 32, [78.0, 80.0]),
+            _summary_row("fgsm", 32, [0.0, 1.0], down=2), _summary_row("gradalign", 32, [None, None], dead=2),
+            _summary_row("proposed", 64, [60.0, 90.0]), _summary_row("anchor", 100, [79.0, 81.0])]
+    r = pr.ranking(rows, 32)
+    assert r["order"] == ["nfgsm", "proposed", "fgsm"] and r["top"] == "nfgsm"
+    assert r["clear"] and r["overlapping_top"] == [], "74 does not reach N-FGSM's lowest seed, 78"
+    assert r["proposed_rank"] == 2 and not r["proposed_is_top"]
+    assert r["did_not_learn"] == ["gradalign"] and r["collapsed_or_fell"] == ["fgsm"]
+    line = pr.ranking_line(r)
+    assert "N-FGSM's (79.0 % [78.0, 80.0])" in line
+    assert "the proposed method is not the most robust here: it ranks 2nd of 3 (72.0 % [70.0, 74.0])" in line
+    assert "no seed learned: GradAlign" in line and "collapsed or fell in at least one seed: FGSM-AT" in line
+
+    rows.append(_summary_row("fgsm_rs", 32, [72.0, 79.5], dead=1))      # its range reaches 78: not separated
+    r = pr.ranking(rows, 32)
+    assert r["order"][:2] == ["nfgsm", "fgsm_rs"] and r["overlapping_top"] == ["fgsm_rs"] and not r["clear"]
+    assert r["proposed_rank"] == 3 and r["some_seed_did_not_learn"] == ["fgsm_rs"]
+    assert "do not separate them" in pr.ranking_line(r)
+
+    r = pr.ranking(rows, 64)
+    assert r["proposed_clearly_top"] and "ranks first of 1" in pr.ranking_line(r)
+    assert pr.ranking(rows, 128)["top"] is None and "no method" in pr.ranking_line(pr.ranking(rows, 128))
+
+
+def test_the_table_draws_the_order_only_once_every_final_run_has_finished(study):
+    sys.path.insert(0, str(ROOT / "experiments"))
+    import peers_study as ps
+    assert "Not drawn yet: 4 of 20 final runs" in ps.table(study)
+    chosen = {}
+    for i, m in enumerate(pr.SETTING_FIELD):                       # complete it: every group, two seeds each
+        for b in (32, 64):
+            name = f"{m}-x-b{b}"
+            chosen[f"{m}-b{b}"] = {"name": name}
+            for s in (0, 1):
+                _run(study, "final", f"{name}-s{s}", m, b, s, value=1.0, robust=50.0 + 5 * i + s)
+    for p in (study / "final").glob("*.json"):
+        if "-x-" not in p.name:
+            p.unlink()
+    (study / "selected.json").write_text(json.dumps({"chosen": chosen, "incomplete": {}, "extend": {}}))
+    assert pr.progress(study)["complete"]
+    text = ps.table(study)
+    assert "Not drawn yet" not in text
+    section = text.split("## Order by mean robust accuracy")[1]
+    assert "batch 32: the highest mean robust accuracy is GradAlign's (70.5 % [70.0, 71.0])" in section
+    assert "the proposed method is not the most robust here: it ranks 4th of 5" in section
+
+
+def test_seed_gap_and_anchor_verdict(study):
+    gap = pr.warmup_seed_gap(pr.warmup_check(study))
+    assert gap["batch"] == 64 and gap["warmup"] and abs(gap["gap"] - 7.0) < 1e-9
+    assert pr.warmup_seed_gap([{"batch": 32, "warmup": False, "seeds": {0: 70.0}}]) is None
+    v = pr.anchor_verdict(study)
+    assert (v["seeds"], v["best_seed"], v["published"], v["reproduced"], v["fell"]) == (1, 79.0, 82.93, False, [])
+    _run(study, "anchor", "wong-s1", "fgsm_rs", 100, 1, value=1.25, robust=83.0, collapse=(False, None, 90.0, 60.0))
+    v = pr.anchor_verdict(study)
+    assert v["reproduced"] and v["mean"] == 81.0 and [r["seed"] for r in v["fell"]] == [1]
+    for p in (study / "anchor").glob("*.json"):
+        p.unlink()
+    assert pr.anchor_verdict(study) is None

@@ -114,7 +114,7 @@ def test_dry_run_of_every_stage(tmp_path, one_thread, monkeypatch, capsys):
 
     assert ps.main(["--table", "--out", str(out)]) == 0
     text = (out / "TABLE.md").read_text()
-    rows = ps.search_rows(out)
+    rows = ps.peers_results.grid_rows(out)
     n_grid = 6 + 2 * len(sides)
     assert len(rows) == len(list((out / "grid").glob("*.json"))) == n_grid and sum(r["chosen"] for r in rows) == 2
     page = (out / "grid.html").read_text()

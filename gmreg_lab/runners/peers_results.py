@@ -252,3 +252,84 @@ def comparison_rows(folder, anchor: bool = True) -> tuple:
     order = list(METHOD_NAMES)
     out.sort(key=lambda r: (r["method"] == "anchor", r["batch"], order.index(r["method"]), r["seed"]))
     return out, published
+
+
+def _ordinal(n: int) -> str:
+    return f"{n}{'th' if 10 <= n % 100 <= 20 else {1: 'st', 2: 'nd', 3: 'rd'}.get(n % 10, 'th')}"
+
+
+def ranking(summary_rows: list, batch: int) -> dict:
+    """The final table's order at one batch size and what its seeds can and cannot say about it.
+
+    Methods are ordered by mean robust accuracy over the seeds that learned; a method none of whose seeds learned
+    is left out of the order (``did_not_learn``). ``overlapping_top``: the methods whose seed range reaches the top
+    method's lowest seed, so that these seeds do not separate them from it; ``clear``: no such method. Also the
+    proposed method's place (1-based, None if it is absent or did not learn), and the methods with a seed that
+    collapsed or fell, or did not learn."""
+    rows = [s for s in summary_rows if s["batch"] == batch and s["method"] != "anchor"]
+    learned = sorted((s for s in rows if s["robust_mean"] is not None), key=lambda s: -s["robust_mean"])
+    order = [s["method"] for s in learned]
+    top = learned[0] if learned else None
+    overlapping = [s["method"] for s in learned[1:] if s["robust_max"] >= top["robust_min"]] if top else []
+    rank = order.index("proposed") + 1 if "proposed" in order else None
+    return {"batch": batch, "order": order, "rows": learned, "top": top["method"] if top else None,
+            "overlapping_top": overlapping, "clear": top is not None and not overlapping,
+            "did_not_learn": [s["method"] for s in rows if s["robust_mean"] is None],
+            "some_seed_did_not_learn": [s["method"] for s in learned if s["did_not_learn"]],
+            "collapsed_or_fell": [s["method"] for s in rows if s["collapsed_or_fell"]],
+            "proposed_rank": rank, "proposed_is_top": rank == 1, "proposed_clearly_top": rank == 1 and not overlapping}
+
+
+def ranking_line(r: dict) -> str:
+    """ranking() in plain sentences, saying it plainly when the proposed method is not the most robust."""
+    name = lambda m: METHOD_NAMES.get(m, m)                                      # noqa: E731
+    if r["top"] is None:
+        return f"batch {r['batch']}: no method has a run that learned"
+    top = r["rows"][0]
+    out = [f"batch {r['batch']}: the highest mean robust accuracy is {name(top['method'])}'s "
+           f"({top['robust_mean']:.1f} % [{top['robust_min']:.1f}, {top['robust_max']:.1f}])"]
+    if r["overlapping_top"]:
+        out.append(f"the seed range of {', '.join(name(m) for m in r['overlapping_top'])} reaches it, so these seeds "
+                   "do not separate them")
+    else:
+        out.append("no other method's seed range reaches it")
+    n = len(r["order"])
+    if r["proposed_rank"] is None:
+        out.append("the proposed method " + ("did not learn" if "proposed" in r["did_not_learn"] else
+                                             "has no finished run here"))
+    elif r["proposed_rank"] == 1:
+        out.append(f"the proposed method ranks first of {n}" + ("" if r["clear"] else ", not separated from the next"))
+    else:
+        p = r["rows"][r["proposed_rank"] - 1]
+        out.append(f"the proposed method is not the most robust here: it ranks {_ordinal(r['proposed_rank'])} of {n} "
+                   f"({p['robust_mean']:.1f} % [{p['robust_min']:.1f}, {p['robust_max']:.1f}])")
+    if r["did_not_learn"]:
+        out.append("no seed learned: " + ", ".join(map(name, r["did_not_learn"])))
+    if r["some_seed_did_not_learn"]:
+        out.append("a seed did not learn (left out of its mean): " + ", ".join(map(name, r["some_seed_did_not_learn"])))
+    if r["collapsed_or_fell"]:
+        out.append("collapsed or fell in at least one seed: " + ", ".join(map(name, r["collapsed_or_fell"])))
+    return "; ".join(out)
+
+
+def warmup_seed_gap(check: list) -> Optional[dict]:
+    """The largest gap between two seeds of one setting in the warm-up check (warmup_check's rows): {"gap" (points),
+    "batch", "warmup"}; None while no setting has two seeds."""
+    gaps = [{"gap": max(c["seeds"].values()) - min(c["seeds"].values()), "batch": c["batch"], "warmup": c["warmup"]}
+            for c in check if len(c["seeds"]) > 1]
+    return max(gaps, key=lambda g: g["gap"]) if gaps else None
+
+
+def anchor_verdict(folder) -> Optional[dict]:
+    """The anchor against Wong et al.'s published AutoAttack number: {"seeds", "best_seed", "mean" (over the seeds
+    that learned), "published", "reproduced" (some seed reaches the published number), "fell" (anchor rows whose
+    probe fell)}; None before an anchor seed has finished."""
+    rows = test_rows(folder, "anchor")
+    learned = [r["robust"] for r in rows if r["robust"] is not None]
+    if not rows:
+        return None
+    aa = published_anchor()["autoattack"]
+    best_seed = max(learned) if learned else None
+    return {"seeds": len(rows), "best_seed": best_seed, "mean": statistics.mean(learned) if learned else None,
+            "published": aa, "reproduced": best_seed is not None and best_seed >= aa,
+            "fell": [r for r in rows if r["fell"]]}
