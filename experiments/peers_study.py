@@ -256,20 +256,51 @@ def _torchattacks_apgd(model, x, y, steps: int) -> dict:
     return gl.evaluate.ensemble(model, x, y, attacks)
 
 
-def _test(model, cfg: gl.TrainConfig, scale: Scale) -> dict:
+TEST_PARTS = "test-parts.json"   # in a run directory: the test evaluation's finished parts
+
+
+def _part(run_dir: Optional[Path], key: str, name: str, compute):
+    """One part of a run's test evaluation, computed once and kept in <run_dir>/test-parts.json under the hash of the
+    checkpoint it scored, so that a process stopped in the middle of a long evaluation resumes after the last finished
+    part. Each part seeds its own attacks, so a part kept from an earlier process gives the numbers a single pass
+    gives. Returns (value, seconds it took when computed)."""
+    path = run_dir / TEST_PARTS if run_dir is not None else None
+    parts = json.loads(path.read_text()) if path is not None and path.exists() else {}
+    if parts.get("checkpoint_sha256") != key:
+        parts = {"checkpoint_sha256": key}
+    if name not in parts:
+        t0 = time.time()
+        value = json.loads(json.dumps(compute(), default=str))     # as the result JSON will hold it
+        parts[name] = {"value": value, "seconds": time.time() - t0}
+        if path is not None:
+            gl.runs.write_json(path, parts)
+    return parts[name]["value"], parts[name]["seconds"]
+
+
+def _file_sha256(path: Path) -> str:
+    import hashlib
+    return hashlib.sha256(path.read_bytes()).hexdigest() if path.exists() else ""
+
+
+def _test(model, cfg: gl.TrainConfig, scale: Scale, run_dir: Optional[Path] = None) -> dict:
     x, y = _images("test", scale.test_images)
-    t0 = time.time()
-    table = gl.evaluate.evaluate(model, x, y, f"clean,{scale.pgd}", EPS)
+    key = _file_sha256(run_dir / gl.runs.CHECKPOINT) if run_dir is not None else ""
     n = scale.apgd_steps
-    ours = gl.evaluate.worst_case(model, x, y, f"apgd-ce:{n},apgd-t:{n}", EPS)
-    theirs = _torchattacks_apgd(model, x, y, n)
-    dist = gl.diagnostics.logit_distance(model, x, y, EPS, cfg.alpha, generator=torch.Generator().manual_seed(0))
+    parts = {
+        "clean+pgd": lambda: gl.evaluate.evaluate(model, x, y, f"clean,{scale.pgd}", EPS),
+        "apgd ours": lambda: gl.evaluate.worst_case(model, x, y, f"apgd-ce:{n},apgd-t:{n}", EPS),
+        "apgd torchattacks": lambda: _torchattacks_apgd(model, x, y, n),
+        "logit distance": lambda: gl.diagnostics.logit_distance(model, x, y, EPS, cfg.alpha,
+                                                                generator=torch.Generator().manual_seed(0))}
+    done = {k: _part(run_dir, key, k, f) for k, f in parts.items()}
+    table, ours, theirs, dist = (done[k][0] for k in parts)
     clean = table["clean"]["acc"]
     pgd_label = next(k for k in table if k.startswith("pgd"))
     return {"images": len(y), "clean": clean, "pgd_label": pgd_label, "pgd": table[pgd_label]["acc"],
             "apgd_worst_ours": ours["robust"], "apgd_worst_torchattacks": theirs["robust"],
             "robust": min(ours["robust"], theirs["robust"]), "broke_ours": ours["broke"],
-            "broke_torchattacks": theirs["broke"], "logit_dist": dist, "eval_seconds": time.time() - t0,
+            "broke_torchattacks": theirs["broke"], "logit_dist": dist,
+            "eval_seconds": sum(d[1] for d in done.values()),     # each part's own time, summed over processes
             **_shares_and_flag(model, x, y, clean)}
 
 
@@ -311,7 +342,7 @@ def run(stage: str, name: str, cfg_dict: dict, out: str, scale_name: str, comman
         if stage in ("grid", "warmup"):
             result["val"] = _validation(model, cfg, scale)
         else:
-            result["test"] = _test(model, cfg, scale)
+            result["test"] = _test(model, cfg, scale, run_dir)
         gl.runs.write_json(path, result)
         return result
     finally:

@@ -225,3 +225,32 @@ def test_a_tie_between_both_ends_of_the_grid_asks_for_a_step_beyond_each(tmp_pat
             _fake_grid_run(tmp_path, "fgsm_rs", v, warm, 32, 60.0)
     sel = ps.select(tmp_path, ps.FULL, ("fgsm_rs",), (32,))
     assert sel["extend"] == {} and sel["chosen"]["fgsm_rs-b32"]["value"] == lo
+
+
+def test_a_stopped_test_evaluation_resumes_after_its_last_finished_part(tmp_path, monkeypatch, one_thread):
+    import gmreg_lab as gl
+    torch.manual_seed(0)
+    cfg = gl.TrainConfig(dataset="mnist", method="fgsm", eps=0.3)
+    model = gl.models.build(cfg.model, cfg.dataset).eval()
+    (tmp_path / gl.runs.CHECKPOINT).write_bytes(b"weights one")
+    oracle = ps._test(model, cfg, ps.DRY)                       # one pass, nothing kept
+    first = ps._test(model, cfg, ps.DRY, tmp_path)
+    parts = json.loads((tmp_path / ps.TEST_PARTS).read_text())
+    assert set(parts) == {"checkpoint_sha256", "clean+pgd", "apgd ours", "apgd torchattacks", "logit distance"}
+    strip = lambda t: {k: v for k, v in t.items() if k != "eval_seconds"}      # noqa: E731
+    assert strip(json.loads(json.dumps(oracle, default=str))) == strip(first)
+
+    def refuse(*a, **k):
+        raise AssertionError("a finished part was computed again")
+    # stopped after its first two parts: the other two are computed, the first two read back
+    for k in ("apgd torchattacks", "logit distance"):
+        del parts[k]
+    (tmp_path / ps.TEST_PARTS).write_text(json.dumps(parts))
+    monkeypatch.setattr(gl.evaluate, "evaluate", refuse)
+    monkeypatch.setattr(gl.evaluate, "worst_case", refuse)
+    again = ps._test(model, cfg, ps.DRY, tmp_path)
+    assert strip(again) == strip(first)
+
+    (tmp_path / gl.runs.CHECKPOINT).write_bytes(b"weights two")   # another model: nothing kept is reused
+    with pytest.raises(AssertionError, match="computed again"):
+        ps._test(model, cfg, ps.DRY, tmp_path)
