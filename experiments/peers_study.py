@@ -567,9 +567,27 @@ def table(out: Path) -> str:
                           f"(fp32, one thread per run, on {' and '.join(cpus)}; other work shared the machine, so "
                           "this is not a speed measurement)."]
         lines.append("")
+    lines += _budget_section(out)
     lines += _ranking_section(out)
     lines += _time_section(out)
     return "\n".join(lines) + "\n"
+
+
+def _budget_section(out: Path) -> list:
+    """Markdown: whether the final budget cut a run short, from each final run's PGD-10 probe: its gain over the
+    last quarter of the run (gmreg_lab.runners.peers_results.last_quarter_gain); final.html draws the curves."""
+    curves = [c for c in peers_results.learning_curves(out, "final")] if (out / "final").exists() else []
+    told = [c for c in curves if c["gain"] is not None]
+    if not told:
+        return []
+    top = max(told, key=lambda c: c["gain"])
+    short = [c["name"] for c in told if c["cut_short"]]
+    return ["## Was the budget long enough? (final runs, PGD-10 probe)", "",
+            f"Gain of each run's PGD-10 probe over its last quarter (mean of its last {peers_results._TAIL} probes "
+            f"minus the mean of the {peers_results._TAIL} up to three quarters of the run, after which the learning "
+            f"rate is 1/25 of its start): at most {top['gain']:+.1f} points ({top['name']}), over {len(told)} runs. "
+            f"Still rising by {peers_results.CUT_SHORT_POINTS:g} points or more, so possibly cut short: "
+            + (", ".join(short) if short else "none") + ". The curves are in `final.html`.", ""]
 
 
 def _ranking_section(out: Path) -> list:
@@ -639,8 +657,15 @@ def write_final_figure(out: Path) -> Optional[Path]:
     fig = plots.seeds_comparison(rows, published=published, published_label="published (AutoAttack, full test set)",
                                  title=f"robust accuracy (lower of ours and torchattacks' APGD-CE + APGD-T worst case)"
                                        f", first {'/'.join(map(str, n))} MNIST test images, eps {EPS}")
+    figs = {"robust accuracy per seed": fig}
+    curves = peers_results.learning_curves(out, "final")
+    if any(c["iterations"] for c in curves):
+        figs["learning curves"] = plots.probe_curves(
+            curves, names=peers_results.METHOD_NAMES,
+            marks={"ε warm-up ends (runs with it)": WARMUP_FRACTION, "lr ÷5": LR_CUTS[0], "lr ÷5 again": LR_CUTS[1]},
+            title="learning curves of the final runs: PGD-10 probe (200 images held out of training) per iteration")
     status = peers_results.progress_line(peers_results.progress(out))
-    return write_html({"final": fig}, "Issue 28 study: the final comparison",
+    return write_html(figs, "Issue 28 study: the final comparison",
                       "Made by <code>python experiments/peers_study.py --table</code> from the final and anchor JSON "
                       f"files; the numbers are in TABLE.md. Study {status}.", out / "final.html")
 

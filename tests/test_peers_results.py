@@ -197,3 +197,32 @@ def test_seed_gap_and_anchor_verdict(study):
     for p in (study / "anchor").glob("*.json"):
         p.unlink()
     assert pr.anchor_verdict(study) is None
+
+
+def test_learning_curves_say_whether_a_run_was_still_rising_at_its_end(study):
+    its = list(range(250, 4001, 250))                                        # 16 probes, last at 4000
+    flat = [10.0 * min(i, 1000) / 1000 + 50 for i in its]                    # settled by iteration 1000
+    rising = [50 + i / 100 for i in its]                                     # +10 points over the last quarter
+    for name, pgd in (("proposed-lam10-w1-b32-s0", flat), ("proposed-lam10-w1-b32-s1", rising)):
+        p = study / "final" / f"{name}.json"
+        body = json.loads(p.read_text())
+        body[pr.PROBE_KEY] = [[i, v, 98.0, 0.3] for i, v in zip(its, pgd)]
+        p.write_text(json.dumps(body))
+    rows = {r["name"]: r for r in pr.learning_curves(study)}
+    assert rows["proposed-lam10-w1-b32-s0"]["gain"] == 0.0 and not rows["proposed-lam10-w1-b32-s0"]["cut_short"]
+    # the three points after 3000 (3500, 3750, 4000) against the three up to it (2500, 2750, 3000): 10 points
+    assert abs(rows["proposed-lam10-w1-b32-s1"]["gain"] - 10.0) < 1e-9 and rows["proposed-lam10-w1-b32-s1"]["cut_short"]
+    assert rows["fgsm-w0-b32-s0"]["gain"] is None, "no probe history: nothing to tell"
+    assert pr.last_quarter_gain([250, 500], [1.0, 2.0]) is None
+    # an epoch-end probe two iterations after a periodic one counts once (the later)
+    assert pr.last_quarter_gain(its + [4002], rising + [90.0]) == pytest.approx((85 + 87.5 + 90) / 3 - (75 + 77.5 + 80) / 3)
+    with pytest.raises(GmregError):
+        pr.learning_curves(study, "nowhere")
+
+    fig = gl.plots.probe_curves(list(rows.values()), names=pr.METHOD_NAMES, marks={"lr cut": 0.75})
+    drawn = [t for t in fig.data if t.name == "proposed"]
+    assert len(drawn) == 2 and [t.line.dash for t in drawn] == ["solid", "dot"]
+    assert sum(t.showlegend for t in drawn) == 1 and list(drawn[1].y) == rising
+    assert fig.layout.shapes[0].x0 == 0.75 * 4000
+    with pytest.raises(GmregError):
+        gl.plots.probe_curves([{"method": "fgsm", "batch": 32, "seed": 0, "iterations": [], "pgd": []}])

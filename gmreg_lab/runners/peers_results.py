@@ -333,3 +333,44 @@ def anchor_verdict(folder) -> Optional[dict]:
     return {"seeds": len(rows), "best_seed": best_seed, "mean": statistics.mean(learned) if learned else None,
             "published": aa, "reproduced": best_seed is not None and best_seed >= aa,
             "fell": [r for r in rows if r["fell"]]}
+
+
+PROBE_KEY = "probe (iteration, pgd10 %, clean %, eps_train)"
+CUT_SHORT_POINTS = 5.0   # a PGD probe that gained this much over a run's last quarter was still rising: cut short
+_TAIL = 3                # probe points averaged at each end of the last quarter (one probe: 200 images, noisy)
+
+
+def last_quarter_gain(iterations: list, pgd: list) -> Optional[float]:
+    """How much the PGD probe rose over the last quarter of a run: the mean of its last ``_TAIL`` points minus the
+    mean of the ``_TAIL`` points up to three quarters of the run (the last learning-rate cut of the study's
+    schedule). None for a history too short to tell."""
+    if not iterations:
+        return None
+    # an epoch's end logs a probe a few iterations after a periodic one: keep the later of two such near-twins
+    keep = [k for k in range(len(iterations)) if k + 1 == len(iterations) or iterations[k + 1] - iterations[k] > 10]
+    iterations, pgd = [iterations[k] for k in keep], [pgd[k] for k in keep]
+    cut = 0.75 * iterations[-1]
+    before = [p for i, p in zip(iterations, pgd) if i <= cut][-_TAIL:]
+    after = [p for i, p in zip(iterations, pgd) if i > cut][-_TAIL:]
+    if len(before) < _TAIL or len(after) < _TAIL:
+        return None
+    return statistics.mean(after) - statistics.mean(before)
+
+
+def learning_curves(folder, stage: str = "final") -> list:
+    """One row per finished run of ``stage``: method, batch, seed, warm-up, name, and its PGD-10 / clean probe
+    history (``iterations``, ``pgd``, ``clean``), with ``gain`` (last_quarter_gain) and ``cut_short`` (the probe
+    still rose CUT_SHORT_POINTS or more over the last quarter). The evidence that the budget was long enough."""
+    if stage not in ("grid", "warmup", "final", "anchor"):
+        raise GmregError(f"stage {stage!r}: one of grid, warmup, final, anchor")
+    rows = []
+    for r in _read(_check(folder), stage):
+        cfg = r["config"]
+        probe = r.get(PROBE_KEY) or []
+        its, pgd, clean = ([p[k] for p in probe] for k in range(3))
+        gain = last_quarter_gain(its, pgd)
+        rows.append({"method": "anchor" if stage == "anchor" else cfg["method"], "batch": cfg["batch_size"],
+                     "seed": cfg["seed"], "warmup": cfg["eps_warmup_epochs"] > 0, "value": _setting(cfg),
+                     "name": r["name"], "iterations": its, "pgd": pgd, "clean": clean, "gain": gain,
+                     "cut_short": gain is not None and gain >= CUT_SHORT_POINTS})
+    return rows

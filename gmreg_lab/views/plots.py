@@ -552,6 +552,42 @@ def seeds_comparison(rows: Sequence[Mapping], *, published: Optional[Mapping[str
     return fig.update_layout(margin=dict(l=60, r=20, t=70, b=150), legend=dict(y=-0.32))
 
 
+def probe_curves(rows: Sequence[Mapping], *, names: Optional[Mapping[str, str]] = None, title: str = "",
+                 marks: Optional[Mapping[str, float]] = None, yaxis: str = "PGD-10 probe accuracy (%)") -> go.Figure:
+    """Learning curves of many runs: one panel per ``batch``, one colour per ``method`` (``names`` for the legend),
+    a solid line for seed 0 and dotted for the others. ``marks``: label -> a fraction of each run's length, drawn as
+    a vertical line (e.g. the learning-rate cuts).
+
+    ``rows``: ``{"method", "batch", "seed", "iterations", "pgd"}`` each (``peers_results.learning_curves``)."""
+    rows = [r for r in rows if r["iterations"]]
+    if not rows:
+        raise GmregError("no learning curves to draw")
+    batches = sorted({r["batch"] for r in rows})
+    methods = list(dict.fromkeys(r["method"] for r in rows))
+    fig = make_subplots(rows=1, cols=len(batches), shared_yaxes=True, horizontal_spacing=0.05,
+                        subplot_titles=[f"batch {b}" for b in batches])
+    shown = set()
+    for j, b in enumerate(batches, 1):
+        cell = [r for r in rows if r["batch"] == b]
+        for r in sorted(cell, key=lambda r: (methods.index(r["method"]), r["seed"])):
+            name = (names or {}).get(r["method"], r["method"])
+            fig.add_trace(go.Scatter(
+                x=r["iterations"], y=r["pgd"], mode="lines", name=name, legendgroup=name,
+                showlegend=name not in shown, line=dict(color=PALETTE[methods.index(r["method"]) % len(PALETTE)],
+                                                        dash="solid" if r["seed"] == 0 else "dot", width=1.6),
+                hovertemplate=f"{name}, seed {r['seed']}: " + "%{y:.1f} % at %{x}<extra></extra>"), row=1, col=j)
+            shown.add(name)
+        end = max(r["iterations"][-1] for r in cell)
+        for label, frac in (marks or {}).items():
+            fig.add_vline(x=frac * end, line=dict(color="#adb5bd", dash="dash", width=1), row=1, col=j,
+                          annotation_text=label if j == 1 else None, annotation_position="top left")
+        fig.update_xaxes(title_text="iteration", row=1, col=j)
+    fig.update_yaxes(range=[-2, 102])
+    fig.update_yaxes(title_text=yaxis, col=1)
+    _layout(fig, title or "learning curves", height=440)
+    return fig.update_layout(legend=dict(title_text="solid: seed 0, dotted: seed 1"))
+
+
 def image_grid(images, titles: Optional[Sequence[str]] = None, *, cols: int = 6, title: str = "") -> go.Figure:
     """A grid of images (a batch NCHW in [0, 1]), e.g. clean images above their adversaries."""
     imgs = [_image(images[i]) for i in range(len(images))]
