@@ -215,7 +215,8 @@ def test_learning_curves_say_whether_a_run_was_still_rising_at_its_end(study):
     assert rows["fgsm-w0-b32-s0"]["gain"] is None, "no probe history: nothing to tell"
     assert pr.last_quarter_gain([250, 500], [1.0, 2.0]) is None
     # an epoch-end probe two iterations after a periodic one counts once (the later)
-    assert pr.last_quarter_gain(its + [4002], rising + [90.0]) == pytest.approx((85 + 87.5 + 90) / 3 - (75 + 77.5 + 80) / 3)
+    gain = pr.last_quarter_gain(its + [4002], rising + [90.0])
+    assert gain == pytest.approx((85 + 87.5 + 90) / 3 - (75 + 77.5 + 80) / 3)
     with pytest.raises(GmregError):
         pr.learning_curves(study, "nowhere")
 
