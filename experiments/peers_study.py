@@ -520,7 +520,8 @@ def table(out: Path) -> str:
     grid_files = sorted((out / "grid").glob("*.json")) if (out / "grid").exists() else []
     if grid_files:
         sel = json.loads(sel_path.read_text()) if sel_path.exists() else {"chosen": {}}
-        picked = {n: "**yes**" if ok else "best so far (one step beyond to run)" for n, ok in peers_results.settled(sel).items()}
+        picked = {n: "**yes**" if ok else "best so far (one step beyond to run)"
+                  for n, ok in peers_results.settled(sel).items()}
         lines += ["## Grid (reduced budget, seed 0), scored on validation images", "",
                   f"Rule: {sel.get('rule', 'not selected yet')}.", "",
                   "| run | val clean | val worst case | did not learn | collapse (PGD-10 probe) | chosen |",
