@@ -582,13 +582,15 @@ def _budget_section(out: Path) -> list:
     if not told:
         return []
     top = max(told, key=lambda c: c["gain"])
-    short = [c["name"] for c in told if c["cut_short"]]
+    short = [c for c in told if c["cut_short"]]
     return ["## Was the budget long enough? (final runs, PGD-10 probe)", "",
             f"Gain of each run's PGD-10 probe over its last quarter (mean of its last {peers_results._TAIL} probes "
             f"minus the mean of the {peers_results._TAIL} up to three quarters of the run, after which the learning "
             f"rate is 1/25 of its start): at most {top['gain']:+.1f} points ({top['name']}), over {len(told)} runs. "
             f"Still rising by {peers_results.CUT_SHORT_POINTS:g} points or more, so possibly cut short: "
-            + (", ".join(short) if short else "none") + ". The curves are in `final.html`.", ""]
+            + (", ".join(f"{c['name']}" + (f" (rising again after falling {peers_results.FELL_POINTS:g} points or "
+                                           "more from its peak)" if c["recovering"] else "") for c in short)
+               if short else "none") + ". The curves are in `final.html`.", ""]
 
 
 def _ranking_section(out: Path) -> list:

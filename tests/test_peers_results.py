@@ -212,6 +212,7 @@ def test_learning_curves_say_whether_a_run_was_still_rising_at_its_end(study):
     assert rows["proposed-lam10-w1-b32-s0"]["gain"] == 0.0 and not rows["proposed-lam10-w1-b32-s0"]["cut_short"]
     # the three points after 3000 (3500, 3750, 4000) against the three up to it (2500, 2750, 3000): 10 points
     assert abs(rows["proposed-lam10-w1-b32-s1"]["gain"] - 10.0) < 1e-9 and rows["proposed-lam10-w1-b32-s1"]["cut_short"]
+    assert not rows["proposed-lam10-w1-b32-s1"]["recovering"], "it never fell"
     assert rows["fgsm-w0-b32-s0"]["gain"] is None, "no probe history: nothing to tell"
     assert pr.last_quarter_gain([250, 500], [1.0, 2.0]) is None
     # an epoch-end probe two iterations after a periodic one counts once (the later)
@@ -219,6 +220,18 @@ def test_learning_curves_say_whether_a_run_was_still_rising_at_its_end(study):
     assert gain == pytest.approx((85 + 87.5 + 90) / 3 - (75 + 77.5 + 80) / 3)
     with pytest.raises(GmregError):
         pr.learning_curves(study, "nowhere")
+
+    p = study / "final" / "fgsm-w0-b32-s1.json"          # falls from 60 to 5, then rises again to the end
+    body = json.loads(p.read_text())
+    body[pr.PROBE_KEY] = [[i, v, 98.0, 0.3] for i, v in zip(its, [60.0] * 6 + [5.0] * 6 + [10, 20, 30, 40])]
+    p.write_text(json.dumps(body))
+    back = {r["name"]: r for r in pr.learning_curves(study)}["fgsm-w0-b32-s1"]
+    assert back["cut_short"] and back["recovering"]
+    sys.path.insert(0, str(ROOT / "experiments"))
+    import peers_study as ps
+    budget = ps.table(study).split("## Was the budget long enough?")[1].split("##")[0]
+    assert "over 3 runs" in budget and "peak), proposed-lam10-w1-b32-s1." in budget
+    assert "fgsm-w0-b32-s1 (rising again after falling 20 points" in budget
 
     fig = gl.plots.probe_curves(list(rows.values()), names=pr.METHOD_NAMES, marks={"lr cut": 0.75})
     drawn = [t for t in fig.data if t.name == "proposed"]

@@ -359,8 +359,10 @@ def last_quarter_gain(iterations: list, pgd: list) -> Optional[float]:
 
 def learning_curves(folder, stage: str = "final") -> list:
     """One row per finished run of ``stage``: method, batch, seed, warm-up, name, and its PGD-10 / clean probe
-    history (``iterations``, ``pgd``, ``clean``), with ``gain`` (last_quarter_gain) and ``cut_short`` (the probe
-    still rose CUT_SHORT_POINTS or more over the last quarter). The evidence that the budget was long enough."""
+    history (``iterations``, ``pgd``, ``clean``), with ``gain`` (last_quarter_gain), ``cut_short`` (the probe
+    still rose CUT_SHORT_POINTS or more over the last quarter) and ``recovering`` (cut short, after the probe had
+    fallen FELL_POINTS or more from its peak: rising again, not still learning for the first time). The evidence
+    that the budget was long enough."""
     if stage not in ("grid", "warmup", "final", "anchor"):
         raise GmregError(f"stage {stage!r}: one of grid, warmup, final, anchor")
     rows = []
@@ -369,8 +371,11 @@ def learning_curves(folder, stage: str = "final") -> list:
         probe = r.get(PROBE_KEY) or []
         its, pgd, clean = ([p[k] for p in probe] for k in range(3))
         gain = last_quarter_gain(its, pgd)
+        top = max(range(len(pgd)), key=lambda k: pgd[k]) if pgd else None
+        dropped = top is not None and pgd[top] - min(pgd[top:]) >= FELL_POINTS
         rows.append({"method": "anchor" if stage == "anchor" else cfg["method"], "batch": cfg["batch_size"],
                      "seed": cfg["seed"], "warmup": cfg["eps_warmup_epochs"] > 0, "value": _setting(cfg),
                      "name": r["name"], "iterations": its, "pgd": pgd, "clean": clean, "gain": gain,
-                     "cut_short": gain is not None and gain >= CUT_SHORT_POINTS})
+                     "cut_short": gain is not None and gain >= CUT_SHORT_POINTS,
+                     "recovering": gain is not None and gain >= CUT_SHORT_POINTS and dropped})
     return rows
