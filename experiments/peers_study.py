@@ -699,6 +699,8 @@ def main(argv=None) -> int:
     ap.add_argument("--stage", choices=("grid", "select", "extend", "final", "anchor", "warmup"))
     ap.add_argument("--table", action="store_true", help="write <out>/TABLE.md from what has finished, and print it")
     ap.add_argument("--jobs", type=int, default=1, help="runs in parallel, each a spawned process with one thread")
+    ap.add_argument("--status", action="store_true",
+                    help="print how far the study has got and the runs started but not finished, then stop")
     ap.add_argument("--only", default="", help="comma-separated run names of the stage (default: all)")
     ap.add_argument("--methods", default=",".join(METHODS), help="comma-separated subset of the methods")
     ap.add_argument("--batches", default=",".join(map(str, BATCHES)), help="comma-separated subset of 32,64")
@@ -715,12 +717,19 @@ def main(argv=None) -> int:
     bad = [m for m in methods if m not in SETTINGS] + [str(b) for b in batches if b not in BATCHES]
     if bad:
         raise SystemExit(f"peers_study: unknown method or batch size: {', '.join(bad)}")
-    if a.stage is None and not a.table:
-        raise SystemExit("peers_study: give --stage grid|select|extend|final|anchor|warmup and/or --table")
+    if a.stage is None and not a.table and not a.status:
+        raise SystemExit("peers_study: give --stage grid|select|extend|final|anchor|warmup and/or --table, or --status")
     command = " ".join(["python", sys.argv[0] if argv is None else "experiments/peers_study.py",
                         *(sys.argv[1:] if argv is None else argv)])
     if a.stage is not None:
         _manifest(out, scale, a.limit)
+    if a.status:
+        if not out.is_dir():
+            raise SystemExit(f"peers_study: no study at {out}")
+        print("study", peers_results.progress_line(peers_results.progress(out)))
+        for r in peers_results.in_flight(out):
+            print("  started, not finished:", peers_results.in_flight_line(r))
+        return 0
     only = set(_csv(a.only))
     if a.stage == "select":
         sel = select(out, scale, methods, batches)

@@ -240,3 +240,36 @@ def test_learning_curves_say_whether_a_run_was_still_rising_at_its_end(study):
     assert fig.layout.shapes[0].x0 == 0.75 * 4000
     with pytest.raises(GmregError):
         gl.plots.probe_curves([{"method": "fgsm", "batch": 32, "seed": 0, "iterations": [], "pgd": []}])
+
+
+def test_in_flight_lists_the_runs_started_and_not_finished(study, capsys):
+    def run_dir(name, epochs, done, parts=()):
+        d = study / "runs" / name
+        d.mkdir(parents=True)
+        (d / "config.json").write_text(json.dumps({"epochs": epochs}))
+        (d / "history.csv").write_text("event,iteration\n" + "log,10\n" * 3 + "epoch,20\n" * done)
+        if parts:
+            (d / "test-parts.json").write_text(json.dumps({"checkpoint_sha256": "x", **{p: {} for p in parts}}))
+    run_dir("final-proposed-lam10-w1-b32-s0", 4, 4)                 # finished: its JSON exists, not listed
+    run_dir("final-fgsm-w0-b32-s2", 4, 4, ["clean+pgd", "apgd ours"])  # seed 2 is not in the study's seeds
+    (study / "study.json").write_text(json.dumps({**json.loads((study / "study.json").read_text()), "seeds": [0, 1]}))
+    run_dir("final-fgsm-w0-b32-s9", 4, 1)
+    run_dir("grid-nfgsm-k1-w0-b32", 2, 0)
+    rows = {r["name"]: r for r in pr.in_flight(study)}
+    assert set(rows) == {"fgsm-w0-b32-s2", "fgsm-w0-b32-s9", "nfgsm-k1-w0-b32"}
+    r = rows["fgsm-w0-b32-s2"]
+    assert (r["epochs_done"], r["epochs"], r["eval_parts_done"], r["selected"]) == (4, 4, ["clean+pgd", "apgd ours"],
+                                                                                    False)
+    assert pr.in_flight_line(r) == ("final fgsm-w0-b32-s2: 4 of 4 epochs trained; test evaluation not finished "
+                                    "(kept: clean+pgd, apgd ours) -- not a selected setting any more: the final "
+                                    "stage does not resume it")
+    assert pr.in_flight_line(rows["nfgsm-k1-w0-b32"]) == "grid nfgsm-k1-w0-b32: 0 of 2 epochs trained"
+    sys.path.insert(0, str(ROOT / "experiments"))
+    import peers_study as ps
+    src = Path(ps.__file__).read_text()
+    assert all(f'"{p}": lambda' in src for p in pr.TEST_PARTS), "the reader names the study's test parts"
+    assert ps.main(["--status", "--out", str(study)]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("study in progress: 4 of 20 final runs") and "final fgsm-w0-b32-s2: 4 of 4" in out
+    with pytest.raises(SystemExit, match="no study"):
+        ps.main(["--status", "--out", str(study / "nowhere")])

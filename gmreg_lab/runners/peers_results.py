@@ -379,3 +379,48 @@ def learning_curves(folder, stage: str = "final") -> list:
                      "cut_short": gain is not None and gain >= CUT_SHORT_POINTS,
                      "recovering": gain is not None and gain >= CUT_SHORT_POINTS and dropped})
     return rows
+
+
+TEST_PARTS = ("clean+pgd", "apgd ours", "apgd torchattacks", "logit distance")   # peers_study's test-parts.json
+
+
+def in_flight(folder) -> list:
+    """The runs started but not finished (a run directory under ``runs/`` without its result JSON): stage, name,
+    epochs finished (the "epoch" rows of its history.csv) of those configured, which parts of its test evaluation
+    are kept (runs/<dir>/test-parts.json), and ``selected`` (False for a final run whose setting is no longer the
+    chosen one). A killed study resumes each selected one at these points."""
+    folder = _check(folder)
+    study = json.loads((folder / "study.json").read_text()) if (folder / "study.json").exists() else {}
+    expected = {f"{n}-s{s}" for n, ok in settled(selected(folder)).items() if ok for s in study.get("seeds", [0, 1])}
+    out = []
+    for d in sorted((folder / "runs").glob("*-*")) if (folder / "runs").exists() else []:
+        stage, name = d.name.split("-", 1)
+        if stage not in ("grid", "warmup", "final", "anchor") or (folder / stage / f"{name}.json").exists():
+            continue
+        try:
+            epochs = json.loads((d / "config.json").read_text()).get("epochs")
+        except (OSError, json.JSONDecodeError):
+            epochs = None
+        hist = d / "history.csv"
+        done = sum(line.startswith("epoch,") for line in hist.read_text().splitlines()) if hist.exists() else 0
+        parts_file = d / "test-parts.json"
+        try:
+            kept = json.loads(parts_file.read_text()) if parts_file.exists() else {}
+        except (OSError, json.JSONDecodeError):
+            kept = {}
+        out.append({"stage": stage, "name": name, "epochs_done": done, "epochs": epochs,
+                    "eval_parts_done": [p for p in TEST_PARTS if p in kept],
+                    "selected": stage != "final" or name in expected})
+    return out
+
+
+def in_flight_line(r: dict) -> str:
+    """One in_flight() row in words."""
+    total = "?" if r["epochs"] is None else f"{r['epochs']:g}"
+    s = f"{r['stage']} {r['name']}: {r['epochs_done']} of {total} epochs trained"
+    if r["epochs"] is not None and r["epochs_done"] >= r["epochs"]:
+        s += "; test evaluation not finished" + (f" (kept: {', '.join(r['eval_parts_done'])})"
+                                                 if r["eval_parts_done"] else "")
+    if not r["selected"]:
+        s += " -- not a selected setting any more: the final stage does not resume it"
+    return s
