@@ -587,7 +587,9 @@ def _budget_section(out: Path) -> list:
             f"Gain of each run's PGD-10 probe over its last quarter (mean of its last {peers_results._TAIL} probes "
             f"minus the mean of the {peers_results._TAIL} up to three quarters of the run, after which the learning "
             f"rate is 1/25 of its start): at most {top['gain']:+.1f} points ({top['name']}), over {len(told)} runs. "
-            f"Still rising by {peers_results.CUT_SHORT_POINTS:g} points or more, so possibly cut short: "
+            f"Still rising by {peers_results.CUT_SHORT_POINTS:g} points or more, so possibly cut short (a flag, not a "
+            "verdict: each probe is one PGD-10 on 200 images, a few points of noise either way, and a probe can "
+            "overstate what the test attacks leave, so compare the final table): "
             + (", ".join(f"{c['name']}" + (f" (rising again after falling {peers_results.FELL_POINTS:g} points or "
                                            "more from its peak)" if c["recovering"] else "") for c in short)
                if short else "none") + ". The curves are in `final.html`.", ""]

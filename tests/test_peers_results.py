@@ -273,3 +273,17 @@ def test_in_flight_lists_the_runs_started_and_not_finished(study, capsys):
     assert out.startswith("study in progress: 4 of 20 final runs") and "final fgsm-w0-b32-s2: 4 of 4" in out
     with pytest.raises(SystemExit, match="no study"):
         ps.main(["--status", "--out", str(study / "nowhere")])
+
+
+def test_final_runs_beside_the_grid_runs_that_chose_them(study):
+    p = study / "final" / "proposed-lam10-w1-b32-s0.json"
+    body = json.loads(p.read_text())
+    body[pr.PROBE_KEY] = [[250, 40.0, 98.0, 0.3], [500, 61.0, 98.0, 0.3], [502, 62.0, 98.0, 0.3]]
+    p.write_text(json.dumps(body))
+    rows = {r["name"]: r for r in pr.final_against_grid(study)}
+    r = rows["proposed-lam10-w1-b32-s0"]
+    assert (r["grid_val_worst"], r["probe_end"], r["robust"], r["pgd"]) == (78.0, 62.0, 80.0, 85.0)
+    assert rows["fgsm-w0-b32-s0"]["robust"] is None and rows["fgsm-w0-b32-s0"]["did_not_learn"]
+    assert rows["fgsm-w0-b32-s1"]["grid_val_worst"] == 0.0 and rows["fgsm-w0-b32-s1"]["probe_end"] is None
+    curve = {c["name"]: c for c in pr.learning_curves(study)}["proposed-lam10-w1-b32-s0"]
+    assert curve["iterations"] == [250, 502] and curve["pgd"] == [40.0, 62.0], "the epoch-end twin replaces 500"

@@ -340,15 +340,19 @@ CUT_SHORT_POINTS = 5.0   # a PGD probe that gained this much over a run's last q
 _TAIL = 3                # probe points averaged at each end of the last quarter (one probe: 200 images, noisy)
 
 
+def _drop_twins(iterations: list, *series: list) -> tuple:
+    """An epoch's end logs a probe a few iterations after a periodic one: keep the later of two such near-twins."""
+    keep = [k for k in range(len(iterations)) if k + 1 == len(iterations) or iterations[k + 1] - iterations[k] > 10]
+    return tuple([s[k] for k in keep] for s in (iterations, *series))
+
+
 def last_quarter_gain(iterations: list, pgd: list) -> Optional[float]:
     """How much the PGD probe rose over the last quarter of a run: the mean of its last ``_TAIL`` points minus the
     mean of the ``_TAIL`` points up to three quarters of the run (the last learning-rate cut of the study's
     schedule). None for a history too short to tell."""
     if not iterations:
         return None
-    # an epoch's end logs a probe a few iterations after a periodic one: keep the later of two such near-twins
-    keep = [k for k in range(len(iterations)) if k + 1 == len(iterations) or iterations[k + 1] - iterations[k] > 10]
-    iterations, pgd = [iterations[k] for k in keep], [pgd[k] for k in keep]
+    iterations, pgd = _drop_twins(iterations, pgd)
     cut = 0.75 * iterations[-1]
     before = [p for i, p in zip(iterations, pgd) if i <= cut][-_TAIL:]
     after = [p for i, p in zip(iterations, pgd) if i > cut][-_TAIL:]
@@ -369,7 +373,7 @@ def learning_curves(folder, stage: str = "final") -> list:
     for r in _read(_check(folder), stage):
         cfg = r["config"]
         probe = r.get(PROBE_KEY) or []
-        its, pgd, clean = ([p[k] for p in probe] for k in range(3))
+        its, pgd, clean = _drop_twins(*([p[k] for p in probe] for k in range(3)))
         gain = last_quarter_gain(its, pgd)
         top = max(range(len(pgd)), key=lambda k: pgd[k]) if pgd else None
         dropped = top is not None and pgd[top] - min(pgd[top:]) >= FELL_POINTS
@@ -424,3 +428,22 @@ def in_flight_line(r: dict) -> str:
     if not r["selected"]:
         s += " -- not a selected setting any more: the final stage does not resume it"
     return s
+
+
+def final_against_grid(folder) -> list:
+    """Each finished final run beside what chose it: its setting's grid run (seed 0, half the budget, validation
+    images) and the last value of its own PGD-10 probe (200 held-out images), against its test numbers (first test
+    images, PGD-50 x 10 and the APGD worst cases). Rows: name, method, batch, seed, grid_val_worst, probe_end,
+    robust (None if it did not learn), pgd, logit_dist, did_not_learn."""
+    folder = _check(folder)
+    grid = {r["name"]: r["val"]["worst"] for r in _read(folder, "grid")}
+    out = []
+    for r in _read(folder, "final"):
+        probe = r.get(PROBE_KEY) or []
+        t = r["test"]
+        dead = bool(t["did_not_learn"])
+        out.append({"name": r["name"], "method": r["config"]["method"], "batch": r["config"]["batch_size"],
+                    "seed": r["config"]["seed"], "grid_val_worst": grid.get(r["name"].rsplit("-s", 1)[0]),
+                    "probe_end": probe[-1][1] if probe else None, "robust": None if dead else t["robust"],
+                    "pgd": None if dead else t["pgd"], "logit_dist": t.get("logit_dist"), "did_not_learn": dead})
+    return out
