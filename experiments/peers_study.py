@@ -576,23 +576,30 @@ def table(out: Path) -> str:
 
 def _budget_section(out: Path) -> list:
     """Markdown: whether the final budget cut a run short, from each final run's PGD-10 probe: its gain over the
-    last quarter of the run (gmreg_lab.runners.peers_results.last_quarter_gain); final.html draws the curves."""
+    last quarter of the run (gmreg_lab.runners.peers_results.last_quarter_gain), its peak, its lowest point after
+    the peak and its end; final.html draws the curves."""
     curves = [c for c in peers_results.learning_curves(out, "final")] if (out / "final").exists() else []
-    told = [c for c in curves if c["gain"] is not None]
-    if not told:
+    if not any(c["gain"] is not None for c in curves):
         return []
-    top = max(told, key=lambda c: c["gain"])
-    short = [c for c in told if c["cut_short"]]
-    return ["## Was the budget long enough? (final runs, PGD-10 probe)", "",
-            f"Gain of each run's PGD-10 probe over its last quarter (mean of its last {peers_results._TAIL} probes "
-            f"minus the mean of the {peers_results._TAIL} up to three quarters of the run, after which the learning "
-            f"rate is 1/25 of its start): at most {top['gain']:+.1f} points ({top['name']}), over {len(told)} runs. "
-            f"Still rising by {peers_results.CUT_SHORT_POINTS:g} points or more, so possibly cut short (a flag, not a "
-            "verdict: each probe is one PGD-10 on 200 images, a few points of noise either way, and a probe can "
-            "overstate what the test attacks leave, so compare the final table): "
-            + (", ".join(f"{c['name']}" + (f" (rising again after falling {peers_results.FELL_POINTS:g} points or "
-                                           "more from its peak)" if c["recovering"] else "") for c in short)
-               if short else "none") + ". The curves are in `final.html`.", ""]
+    k, flag = peers_results._TAIL, peers_results.CUT_SHORT_POINTS
+    lines = ["## Was the budget long enough? (final runs, PGD-10 probe)", "",
+             f"Per final run, its PGD-10 probe (200 held-out images): the gain over the last quarter of the run (mean "
+             f"of its last {k} probes minus the mean of the {k} up to three quarters of the run, after which the "
+             f"learning rate is 1/25 of its start), its peak, its lowest point after the peak, and its end. A gain "
+             f"of {flag:g} points or more is flagged: a flag, not a verdict (each probe has a few points of noise "
+             "either way, and a probe can overstate what the test attacks leave: compare the final table). A flagged "
+             f"run whose probe had fallen {peers_results.FELL_POINTS:g} points or more after its peak is rising "
+             "again after a fall, which is no evidence that more budget would help. The curves are in "
+             "`final.html`.", "",
+             "| run | gain over the last quarter | peak → lowest after it → end | flag |", "|---|---|---|---|"]
+    for c in curves:
+        if c["gain"] is None:
+            continue
+        mark = ("rising again after a fall" if c["recovering"] else "still rising: possibly cut short"
+                if c["cut_short"] else "—")
+        lines.append(f"| {c['name']} | {c['gain']:+.1f} | {_f(c['peak'])} → {_f(c['low_after_peak'])} → "
+                     f"{_f(c['end'])} | {mark} |")
+    return lines + [""]
 
 
 def _ranking_section(out: Path) -> list:

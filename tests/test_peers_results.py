@@ -230,8 +230,9 @@ def test_learning_curves_say_whether_a_run_was_still_rising_at_its_end(study):
     sys.path.insert(0, str(ROOT / "experiments"))
     import peers_study as ps
     budget = ps.table(study).split("## Was the budget long enough?")[1].split("##")[0]
-    assert "over 3 runs" in budget and "peak), proposed-lam10-w1-b32-s1." in budget
-    assert "fgsm-w0-b32-s1 (rising again after falling 20 points" in budget
+    assert "| fgsm-w0-b32-s1 | +25.0 | 60.0 → 5.0 → 40.0 | rising again after a fall |" in budget
+    assert "| proposed-lam10-w1-b32-s1 | +10.0 | 90.0 → 90.0 → 90.0 | still rising: possibly cut short |" in budget
+    assert "| proposed-lam10-w1-b32-s0 | +0.0 | 60.0 → 60.0 → 60.0 | — |" in budget
 
     fig = gl.plots.probe_curves(list(rows.values()), names=pr.METHOD_NAMES, marks={"lr cut": 0.75})
     drawn = [t for t in fig.data if t.name == "proposed"]
@@ -275,6 +276,9 @@ def test_in_flight_lists_the_runs_started_and_not_finished(study, capsys):
         ps.main(["--status", "--out", str(study / "nowhere")])
 
 
+PROBE = pr.PROBE_KEY
+
+
 def test_final_runs_beside_the_grid_runs_that_chose_them(study):
     p = study / "final" / "proposed-lam10-w1-b32-s0.json"
     body = json.loads(p.read_text())
@@ -283,6 +287,13 @@ def test_final_runs_beside_the_grid_runs_that_chose_them(study):
     rows = {r["name"]: r for r in pr.final_against_grid(study)}
     r = rows["proposed-lam10-w1-b32-s0"]
     assert (r["grid_val_worst"], r["probe_end"], r["robust"], r["pgd"]) == (78.0, 62.0, 80.0, 85.0)
+    assert r["grid_name"] == "proposed-lam10-w1-b32" and r["grid_probe_end"] is None, "the grid run kept no probe"
+    g = study / "grid" / "proposed-lam10-w1-b32.json"
+    body = json.loads(g.read_text())
+    body.update({"iterations": 400, PROBE: [[200, 30.0, 97.0, 0.3], [400, 70.0, 97.0, 0.3]]})
+    g.write_text(json.dumps(body))
+    r = {r["name"]: r for r in pr.final_against_grid(study)}["proposed-lam10-w1-b32-s0"]
+    assert (r["grid_iterations"], r["grid_probe_end"], r["probe_at_grid_end"]) == (400, 70.0, 40.0)
     assert rows["fgsm-w0-b32-s0"]["robust"] is None and rows["fgsm-w0-b32-s0"]["did_not_learn"]
     assert rows["fgsm-w0-b32-s1"]["grid_val_worst"] == 0.0 and rows["fgsm-w0-b32-s1"]["probe_end"] is None
     curve = {c["name"]: c for c in pr.learning_curves(study)}["proposed-lam10-w1-b32-s0"]

@@ -380,6 +380,8 @@ def learning_curves(folder, stage: str = "final") -> list:
         rows.append({"method": "anchor" if stage == "anchor" else cfg["method"], "batch": cfg["batch_size"],
                      "seed": cfg["seed"], "warmup": cfg["eps_warmup_epochs"] > 0, "value": _setting(cfg),
                      "name": r["name"], "iterations": its, "pgd": pgd, "clean": clean, "gain": gain,
+                     "peak": pgd[top] if pgd else None, "low_after_peak": min(pgd[top:]) if pgd else None,
+                     "end": pgd[-1] if pgd else None,
                      "cut_short": gain is not None and gain >= CUT_SHORT_POINTS,
                      "recovering": gain is not None and gain >= CUT_SHORT_POINTS and dropped})
     return rows
@@ -431,19 +433,29 @@ def in_flight_line(r: dict) -> str:
 
 
 def final_against_grid(folder) -> list:
-    """Each finished final run beside what chose it: its setting's grid run (seed 0, half the budget, validation
-    images) and the last value of its own PGD-10 probe (200 held-out images), against its test numbers (first test
-    images, PGD-50 x 10 and the APGD worst cases). Rows: name, method, batch, seed, grid_val_worst, probe_end,
-    robust (None if it did not learn), pgd, logit_dist, did_not_learn."""
+    """Each finished final run beside the grid run that chose its setting (seed 0, half the budget, validation
+    images). The final run is not the grid run made longer: its eps warm-up and learning-rate cuts stretch with its
+    length. Rows: name, method, batch, seed, grid_name, grid_val_worst, grid_iterations, grid_probe_end (the grid
+    run's PGD-10 probe at its end), probe_at_grid_end (this run's probe at the last probe up to that iteration),
+    probe_end (this run's probe at its end), and its test numbers: robust (None if it did not learn), pgd,
+    logit_dist, did_not_learn."""
     folder = _check(folder)
-    grid = {r["name"]: r["val"]["worst"] for r in _read(folder, "grid")}
+    grid = {r["name"]: r for r in _read(folder, "grid")}
     out = []
     for r in _read(folder, "final"):
-        probe = r.get(PROBE_KEY) or []
+        probe = _drop_twins(*([p[k] for p in (r.get(PROBE_KEY) or [])] for k in range(2)))
+        gname = r["name"].rsplit("-s", 1)[0]
+        g = grid.get(gname)
+        gprobe = (g.get(PROBE_KEY) or []) if g else []
+        g_its = g.get("iterations") if g else None
+        at = [p for i, p in zip(*probe) if g_its is not None and i <= g_its]
         t = r["test"]
         dead = bool(t["did_not_learn"])
         out.append({"name": r["name"], "method": r["config"]["method"], "batch": r["config"]["batch_size"],
-                    "seed": r["config"]["seed"], "grid_val_worst": grid.get(r["name"].rsplit("-s", 1)[0]),
-                    "probe_end": probe[-1][1] if probe else None, "robust": None if dead else t["robust"],
-                    "pgd": None if dead else t["pgd"], "logit_dist": t.get("logit_dist"), "did_not_learn": dead})
+                    "seed": r["config"]["seed"], "grid_name": gname,
+                    "grid_val_worst": g["val"]["worst"] if g else None, "grid_iterations": g_its,
+                    "grid_probe_end": gprobe[-1][1] if gprobe else None,
+                    "probe_at_grid_end": at[-1] if at else None, "probe_end": probe[1][-1] if probe[1] else None,
+                    "robust": None if dead else t["robust"], "pgd": None if dead else t["pgd"],
+                    "logit_dist": t.get("logit_dist"), "did_not_learn": dead})
     return out
