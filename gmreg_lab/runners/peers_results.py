@@ -229,13 +229,6 @@ def published_anchor() -> dict:
     return dict(paper.WONG_MNIST_REPORTED)
 
 
-def best(summary_rows: list, batch: Optional[int] = None) -> Optional[dict]:
-    """The summary row with the highest mean robust accuracy (at ``batch`` if given), among those that learned."""
-    pool = [s for s in summary_rows if s["robust_mean"] is not None and s["method"] != "anchor"
-            and (batch is None or s["batch"] == batch)]
-    return max(pool, key=lambda s: s["robust_mean"]) if pool else None
-
-
 def comparison_rows(folder, anchor: bool = True) -> tuple:
     """(rows, published) for ``gl.plots.seeds_comparison``: the final runs grouped by batch size, each method at its
     chosen setting, and (``anchor``) the anchor's seeds beside Wong et al.'s published AutoAttack number."""
