@@ -201,6 +201,10 @@ def step_gradalign(ctx, x, y):
     return ce + cfg.align_lam * reg, {"ce": ce, "reg": reg}
 
 
+# The steps that compute in fp32 whatever ``precision`` says (they switch autocast off inside): a cost measured
+# "in bf16" times these in fp32.
+FP32_STEPS = frozenset({"gradalign"})
+
 STEPS: dict[str, Callable] = {"normal": step_normal, "fgsm": step_fgsm, "rfgsm": step_rfgsm,
                               "fgsm_rfgsm": step_fgsm_rfgsm, "eat": step_eat, "pgd": step_pgd,
                               "proposed": step_proposed, "fgsm_rs": step_fgsm_rs, "nfgsm": step_nfgsm,

@@ -126,6 +126,22 @@ def test_gradalign_step_runs_in_fp32_under_bf16_autocast():
         assert model(x).dtype == torch.bfloat16          # the autocast was on: the opt-out is the step's
 
 
+@pytest.mark.parametrize("method", ["fgsm", "proposed", "fgsm_rs", "nfgsm", "gradalign"])
+def test_fp32_steps_are_the_steps_autocast_does_not_reach(method):
+    """gl.training.FP32_STEPS (what a cost table "in bf16" must label fp32) lists exactly the single-step methods
+    whose loss comes out the same with and without the loop's bf16 autocast."""
+    model, x, y = _linear()
+    model[1].weight.data *= 10
+    cfg = tiny_cfg(method=method, eps=0.3, precision="bf16")
+    losses = []
+    for precision in ("fp32", "bf16"):
+        ctx = gl.training.StepContext(model, cfg, torch.Generator().manual_seed(11))
+        with gl.runtime.autocast(torch.device("cpu"), precision):
+            losses.append(gl.training.STEPS[method](ctx, x, y)[0].detach().float())
+    same = torch.allclose(losses[0], losses[1], rtol=1e-6)
+    assert same == (method in gl.training.FP32_STEPS), (method, losses)
+
+
 @pytest.mark.parametrize("method", ["fgsm_rs", "nfgsm", "gradalign"])
 def test_new_methods_through_the_cli(method, tmp_path):
     from gmreg_lab.views.cli import main

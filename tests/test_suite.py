@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 
 from gmreg_lab.diagnostics import collapse, stays_from
+from gmreg_lab.errors import GmregError
 
 
 def _rows(accs, every=50):
@@ -78,6 +79,17 @@ def test_committed_quick_suite_is_complete_and_says_what_the_readme_says():
     text = (root / "SUITE.md").read_text()
     assert all(f"| {n} |" in text for n in ("FGSM-AT", "FGSM-RS", "N-FGSM", "GradAlign", "PGD-AT"))
     assert "**Not a ranking.**" in text, "the committed table says what it cannot rank (issue 28)"
+    # issue 28, "Reporting": a constant predictor's class share is never printed (or drawn) as a robust accuracy,
+    # GradAlign's cost row says it ran in fp32, and the anchors are the kit's sourced ones
+    assert "| N-FGSM | 0.3 | 13.7 | — | — | did not learn | — |" in text and "**13.7**" not in text
+    assert "| GradAlign | fp32 (its step always; the others bf16) |" in text
+    from gmreg_lab import paper
+    assert s["anchors"] == json.loads(json.dumps(paper.PEER_ANCHORS))
+    assert all(a["source"] in text for a in paper.PEER_ANCHORS)
+    from gmreg_lab.views.report_figures import build_suite_figures
+    worst = {t.name: list(t.y) for t in build_suite_figures(s, {})["worst_vs_eps"].data}
+    nf = next(k for k in worst if k.startswith("N-FGSM"))
+    assert "did not learn at eps 0.3, 0.4" in nf and worst[nf][2:] == [None, None], worst
     res = lambda m, e: s["results"][f"{m}_eps{e:g}"]          # noqa: E731
     # README: FGSM-AT collapses at eps 0.3, the proposed method does not, and keeps the lowest logit distance there
     # among the runs that learned (N-FGSM's 0.00 there is a constant predictor's)
@@ -151,3 +163,40 @@ def test_the_cost_figure_names_the_precision_it_was_timed_in():
         "cost per epoch, measured side by side (cpu, bf16; GradAlign's step in fp32)"
     assert cost_title({"device": "cpu", "precision": "fp32"}, ["fgsm", "gradalign"]).endswith("(cpu, fp32)")
     assert cost_title({"device": "cuda"}, ["fgsm"]).endswith("(cuda)")             # older results without it
+
+
+def test_rerender_changes_the_report_not_the_numbers(tmp_path):
+    """gmreg_lab.runners.suite.rerender on a copy of the committed suite; experiments/rerender_quick_suite.py reads
+    the training histories back from the committed page."""
+    import shutil
+    import sys
+
+    from gmreg_lab import paper
+    from gmreg_lab.runners.suite import rerender
+
+    root = Path(__file__).resolve().parent.parent
+    src = root / "results" / "mnist-peers-quick"
+    shutil.copy(src / "suite.json", tmp_path / "suite.json")
+    before = json.loads((tmp_path / "suite.json").read_text())
+    for r in before["results"].values():          # as the first committed file had it: no flag recorded
+        r.pop("did_not_learn", None)
+    before["anchors"] = [{**a, "source": "stale"} for a in before["anchors"]]
+    (tmp_path / "suite.json").write_text(json.dumps(before))
+    after = rerender(tmp_path, note="test")
+    assert after["anchors"] == paper.PEER_ANCHORS and after["rerendered"][-1]["note"] == "test"
+    res = after["results"]
+    assert res["nfgsm_eps0.3"]["did_not_learn"] and not res["proposed_eps0.3"]["did_not_learn"]
+    strip = lambda d: {k: {kk: vv for kk, vv in v.items() if kk != "did_not_learn"} for k, v in d.items()}  # noqa: E731
+    assert strip(after["results"]) == strip(before["results"]), "no number changes"
+    assert "did not learn" in (tmp_path / "SUITE.md").read_text()
+    (tmp_path / "suite.json").write_text(json.dumps({"suite": "audit"}))
+    with pytest.raises(GmregError, match="not a finished peers suite"):
+        rerender(tmp_path)
+
+    sys.path.insert(0, str(root / "experiments"))
+    import rerender_quick_suite as rq
+    hist = rq.histories_from_html((src / "suite.html").read_text(), before["methods"], 0.4)
+    assert set(hist) == {f"{m}_eps0.4" for m in ("fgsm", "proposed", "fgsm_rs", "nfgsm", "gradalign")}
+    rows = hist["fgsm_eps0.4"]
+    assert len(rows) > 20 and all({"acc_pgd", "logit_dist", "iteration"} <= set(r) for r in rows)
+    assert [r["iteration"] for r in rows] == sorted(r["iteration"] for r in rows)

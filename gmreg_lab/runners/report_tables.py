@@ -10,6 +10,7 @@ from typing import Optional
 from .. import paper
 from ..diagnostics import kind_of
 from ..evaluate import parse_attacks
+from ..training import FP32_STEPS
 
 
 def _fmt(v, nd=2):
@@ -217,7 +218,10 @@ def render_suite(summary: dict, out) -> str:
              f"{summary.get('collapse_peak', 30):g} % (catastrophic overfitting, Wong, Rice & Kolter 2020), looked "
              "for in every method's whole training history, the proposed method's included.", "",
              "Evaluated model: each run's best-validation epoch (the epoch with the best I-FGSM-3 accuracy on "
-             "the validation images, the paper's selection rule; `best_epoch` in `suite.json`), not its last epoch, "
+             "the validation images, the paper's selection rule; "
+             + ("`best_epoch` in `suite.json`" if any(r.get("best_epoch") is not None for r in
+                                                      summary.get("runs", {}).values())
+                else "which epoch that was is not recorded in this suite's `suite.json`") + "), not its last epoch, "
              "so a collapse late in training may not show in the attack columns: read the collapse column.", "",
              f"*Did not learn*: clean accuracy within {DEAD_MARGIN:g} points of the majority-class rate of the "
              f"evaluated images, or {DEAD_SHARE:g} % or more of them predicted as one class. Such a run is a "
@@ -265,7 +269,9 @@ def _suite_cost(summary: dict) -> list:
     lines = ["## Cost: seconds per 50k-image epoch, measured side by side (`gmreg-lab bench`)", "",
              f"Batch {bench['batch_size']}, {bench['device']} ({bench.get('cpu', 'CPU not recorded')}); every "
              "method timed in the same rounds, interleaved, in each precision listed (ratios within one "
-             f"precision). The kit's \"auto\" precision picks {bench.get('precision_auto', '?')} here.", "",
+             "precision; a step that always computes in fp32 says so in its row)."
+             + (f" The kit's \"auto\" precision picks {bench['precision_auto']} here." if bench.get("precision_auto")
+                else ""), "",
              "| method | precision | s/epoch | / FGSM-AT | / PGD-AT |", "|---|---|---|---|---|"]
     spe = bench["seconds_per_epoch"]
     precisions = bench.get("precisions") or [bench["precision"]]
@@ -279,7 +285,8 @@ def _suite_cost(summary: dict) -> list:
                 continue
             base = k.replace(m, "fgsm", 1)
             pgd = k.replace(m, "pgd", 1)
-            lines.append(f"| {SUITE_NAMES.get(m, m)} | {prec} | {_fmt(spe[k], 1)} | "
+            shown = f"fp32 (its step always; the others {prec})" if m in FP32_STEPS and prec != "fp32" else prec
+            lines.append(f"| {SUITE_NAMES.get(m, m)} | {shown} | {_fmt(spe[k], 1)} | "
                          f"{_fmt(spe[k] / spe[base] if base in spe else None)} | "
                          f"{_fmt(spe[k] / spe[pgd] if pgd in spe else None, 3)} |")
     return lines + [""]

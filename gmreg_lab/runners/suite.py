@@ -163,3 +163,32 @@ def peers(scale: str = "quick", out=None, *, dataset: str = "mnist", methods=Non
     if figures:
         figures(summary, {n: log_rows(load_checkpoint(out / "runs" / n)["history"]) for n in runs}, out)
     return summary
+
+
+def rerender(out, histories: Optional[dict] = None, figures=None, note: str = "") -> dict:
+    """Re-write a finished suite's report from its ``suite.json`` with the current renderer, without its run
+    directories: ``SUITE.md``, ``suite.json`` (the published anchors refreshed from :data:`gmreg_lab.paper
+    .PEER_ANCHORS`, each result's did-not-learn flag recorded, and a ``rerendered`` entry with the date, the code
+    version and ``note``) and, with ``figures`` (``write_suite_figures``), ``suite.html`` from ``histories`` (run
+    name -> log rows; without them the training-history figures are left out). No number measured by the suite
+    changes."""
+    from ..runs import git_state, read_json, source_sha256
+    from .report_tables import render_suite
+
+    out = Path(out)
+    summary = read_json(out / "suite.json")
+    if summary.get("suite") != "peers" or "results" not in summary:
+        raise GmregError(f"{out / 'suite.json'}: not a finished peers suite")
+    summary["anchors"] = paper.PEER_ANCHORS
+    for res in summary["results"].values():
+        res["did_not_learn"] = result_did_not_learn(res)
+    summary.setdefault("evaluated_model", "best-validation epoch (I-FGSM-3 on select_size validation images)")
+    summary.setdefault("rerendered", []).append(
+        {"at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "code": {**git_state(),
+                                                                          "source_sha256": source_sha256()},
+         "note": note})
+    write_json(out / "suite.json", summary)
+    atomic_write_text(out / "SUITE.md", render_suite(summary, out))
+    if figures:
+        figures(summary, histories or {}, out)
+    return summary

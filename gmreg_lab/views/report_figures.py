@@ -74,8 +74,9 @@ def cost_title(bench: dict, methods) -> str:
 
 def build_suite_figures(summary: dict, histories: dict) -> dict:
     """The peers suite: robustness vs eps per method (PGD-40 and the worst case), the logit distance vs eps, the
-    PGD probe and the logit distance over training at the largest eps trained, and the cost bars."""
-    from ..runners.report_tables import SUITE_NAMES
+    PGD probe and the logit distance over training at the largest eps trained, and the cost bars. A run that did not
+    learn is left out of the three eps figures (a gap, named in the legend)."""
+    from ..runners.report_tables import SUITE_NAMES, result_did_not_learn
 
     eps_list = summary["scale_settings"]["eps_list"]
     res = summary.get("results", {})
@@ -84,8 +85,14 @@ def build_suite_figures(summary: dict, histories: dict) -> dict:
         rows = [res.get(f"{m}_eps{e:g}") for e in eps_list]
         if not any(rows):
             continue
+        # a run that did not learn is not drawn: its accuracies are its predicted class's share, not robustness,
+        # and its distance is a constant predictor's; the legend says where
+        dead = [e for e, r in zip(eps_list, rows) if r and result_did_not_learn(r)]
+        rows = [None if r and result_did_not_learn(r) else r for r in rows]
+        name = SUITE_NAMES.get(m, m) + (f" (did not learn at eps {', '.join(f'{e:g}' for e in dead)}: not drawn)"
+                                        if dead else "")
         pgd = [next((v for k, v in r["acc"].items() if k.startswith("pgd")), None) if r else None for r in rows]
-        curves[SUITE_NAMES.get(m, m)] = {"eps": list(eps_list),
+        curves[name] = {"eps": list(eps_list),
                                         "worst": {"acc": [r["worst"]["robust"] if r else None for r in rows]},
                                         "pgd-40": {"acc": pgd},
                                         "logit": {"loss": [r["logit_dist"] if r else None for r in rows]}}
