@@ -97,6 +97,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import gmreg_lab as gl
 from gmreg_lab import paper
 from gmreg_lab.runners import peers_results
+from gmreg_lab.runners.course import sha256 as file_sha256
 from gmreg_lab.runners import report_tables as flags
 from gmreg_lab.runners import suite as suite_mod
 
@@ -277,14 +278,10 @@ def _part(run_dir: Optional[Path], key: str, name: str, compute):
     return parts[name]["value"], parts[name]["seconds"]
 
 
-def _file_sha256(path: Path) -> str:
-    import hashlib
-    return hashlib.sha256(path.read_bytes()).hexdigest() if path.exists() else ""
-
-
 def _test(model, cfg: gl.TrainConfig, scale: Scale, run_dir: Optional[Path] = None) -> dict:
     x, y = _images("test", scale.test_images)
-    key = _file_sha256(run_dir / gl.runs.CHECKPOINT) if run_dir is not None else ""
+    ckpt = run_dir / gl.runs.CHECKPOINT if run_dir is not None else None
+    key = file_sha256(ckpt) if ckpt is not None and ckpt.exists() else ""
     n = scale.apgd_steps
     parts = {
         "clean+pgd": lambda: gl.evaluate.evaluate(model, x, y, f"clean,{scale.pgd}", EPS),
@@ -578,7 +575,7 @@ def _budget_section(out: Path) -> list:
     """Markdown: whether the final budget cut a run short, from each final run's PGD-10 probe: its gain over the
     last quarter of the run (gmreg_lab.runners.peers_results.last_quarter_gain), its peak, its lowest point after
     the peak and its end; final.html draws the curves."""
-    curves = [c for c in peers_results.learning_curves(out, "final")] if (out / "final").exists() else []
+    curves = peers_results.learning_curves(out, "final") if (out / "final").exists() else []
     if not any(c["gain"] is not None for c in curves):
         return []
     k, flag = peers_results._TAIL, peers_results.CUT_SHORT_POINTS

@@ -67,8 +67,12 @@ def write_html(figs: dict, title: str, note: str, path: Path) -> Path:
 def cost_title(bench: dict, methods) -> str:
     """The suite's cost figure's title: the device and the precision the steps were timed in, and that GradAlign's
     step is timed in fp32 whatever the others ran in (its step always computes in fp32)."""
+    from ..runners.report_tables import SUITE_NAMES
+    from ..training import FP32_STEPS
+
     prec = bench.get("precision")
-    note = "; GradAlign's step in fp32" if prec and prec != "fp32" and "gradalign" in methods else ""
+    fp32 = [SUITE_NAMES.get(m, m) for m in methods if m in FP32_STEPS] if prec and prec != "fp32" else []
+    note = "".join(f"; {n}'s step in fp32" for n in fp32)
     return f"cost per epoch, measured side by side ({bench['device']}{', ' + prec if prec else ''}{note})"
 
 
